@@ -1,0 +1,266 @@
+"""The emulator's SQL engine: fakesnow on DuckDB, extended from outside.
+
+fakesnow gives one DuckDB connection per session, so two queries at once on a session
+collide. Here each session owns a small pool of fakesnow connections over one shared
+in-memory DuckDB; a query borrows one, after syncing the session's current database and
+schema into it, and hands back any ``USE`` it ran. Everything in this module is
+synchronous and runs in the server's worker threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+from duckdb import sqltypes
+import pyarrow as pa
+import snowflake.connector.errors as sf_errors
+import sqlglot.errors
+from fakesnow.arrow import to_ipc, to_sf
+from fakesnow.converter import from_binding
+from fakesnow.fakes import FakeSnowflakeConnection
+from fakesnow.instance import FakeSnow
+from fakesnow.rowtype import describe_as_rowtype
+from fakesnow.statement_type import DML_TYPE_IDS, statement_type_id
+
+from ._state import CANCELED, Query, QueryError, Session
+
+# The query a worker thread is executing, for SQL functions that need it (SYSTEM$WAIT).
+_current = threading.local()
+
+WAIT_UNITS = {
+    "SECONDS": 1.0,
+    "SECOND": 1.0,
+    "MILLISECONDS": 1e-3,
+    "MILLISECOND": 1e-3,
+    "MICROSECONDS": 1e-6,
+    "NANOSECONDS": 1e-9,
+    "MINUTES": 60.0,
+    "HOURS": 3600.0,
+}
+
+
+def wait_seconds(amount: float, unit: str | None) -> float:
+    factor = WAIT_UNITS.get((unit or "SECONDS").upper())
+    if factor is None:
+        raise QueryFailed(
+            QueryError(
+                100_069,
+                f"Invalid time unit '{unit}' for SYSTEM$WAIT; expected one of "
+                + ", ".join(sorted(WAIT_UNITS)),
+                "22023",
+            )
+        )
+    return max(0.0, float(amount) * factor)
+
+
+class QueryFailed(Exception):
+    def __init__(self, error: QueryError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _system_wait(amount: float, unit: str | None = None) -> str:
+    """SYSTEM$WAIT inside an arbitrary statement: sleeps, but stops when its query is aborted."""
+    query: Query | None = getattr(_current, "query", None)
+    deadline = time.monotonic() + wait_seconds(amount, unit)
+    while (left := deadline - time.monotonic()) > 0:
+        if query is not None and query.cancel_requested.wait(min(left, 0.05)):
+            raise QueryFailed(CANCELED)
+        if query is None:
+            time.sleep(min(left, 0.05))
+    return f"waited {amount:g} {(unit or 'seconds').lower()}"
+
+
+@dataclass
+class SessionEngine:
+    """One session's pool of fakesnow connections and its current database and schema."""
+
+    fs: FakeSnow
+    database: str | None
+    schema: str | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: list[FakeSnowflakeConnection] = field(default_factory=list)
+
+    def borrow(self) -> FakeSnowflakeConnection:
+        with self.lock:
+            conn = self.idle.pop() if self.idle else None
+            database, schema = self.database, self.schema
+        if conn is None:
+            return self.fs.connect(database, schema)
+        if (conn.database, conn.schema) != (database, schema):
+            _use(conn, database, schema)
+        return conn
+
+    def give_back(self, conn: FakeSnowflakeConnection, changed_context: bool) -> None:
+        with self.lock:
+            if changed_context:
+                self.database, self.schema = conn.database, conn.schema
+            self.idle.append(conn)
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _use(conn: FakeSnowflakeConnection, database: str | None, schema: str | None) -> None:
+    if database and schema:
+        conn.cursor().execute(f'USE SCHEMA "{database}"."{schema}"')
+    elif database:
+        conn.cursor().execute(f'USE DATABASE "{database}"')
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.fs = FakeSnow()
+        # Registered once on the shared DuckDB; visible to every session's connections.
+        self.fs.duck_conn.create_function(
+            "system$wait",
+            lambda amount: _system_wait(amount),
+            [sqltypes.DOUBLE],
+            sqltypes.VARCHAR,
+            side_effects=True,
+        )
+
+    def open_session(self, database: str | None, schema: str | None) -> SessionEngine:
+        engine = SessionEngine(self.fs, database and database.upper(), schema and schema.upper())
+        conn = engine.borrow()  # creates the database and schema on login, as fakesnow does
+        engine.database, engine.schema = conn.database, conn.schema
+        engine.give_back(conn, changed_context=False)
+        return engine
+
+    def execute(
+        self,
+        session: Session,
+        query: Query,
+        sql_text: str,
+        bindings: dict[str, Any] | None,
+        register: dict[str, pa.Table] | None = None,
+    ) -> dict[str, Any]:
+        """Run one statement; return the reply's ``data`` or raise QueryFailed."""
+        engine: SessionEngine = session.engine
+        conn = engine.borrow()
+        before = (conn.database, conn.schema)
+        duck = conn._duck_conn
+        query.interrupt = duck.interrupt
+        _current.query = query
+        try:
+            for name, table in (register or {}).items():
+                duck.register(name, table)
+            cur = conn.cursor()
+            params, batch = _params(bindings)
+            rowcount = 0
+            if batch is None:
+                cur.execute(sql_text, binding_params=params, server=True)
+            else:
+                for row in batch:
+                    cur.execute(sql_text, binding_params=row, server=True)
+                    rowcount += cur.rowcount or 0
+            if query.cancel_requested.is_set():
+                raise QueryFailed(CANCELED)
+            return _result_data(conn, cur, query, batch is not None, rowcount)
+        except QueryFailed:
+            raise
+        except sf_errors.Error as e:
+            if query.cancel_requested.is_set():
+                raise QueryFailed(CANCELED) from None
+            raise QueryFailed(QueryError(e.errno or 100_000, e.raw_msg or str(e), e.sqlstate or "22000")) from None
+        except Exception as e:
+            if query.cancel_requested.is_set():
+                raise QueryFailed(CANCELED) from None
+            raise QueryFailed(_translate(e)) from None
+        finally:
+            _current.query = None
+            query.interrupt = None
+            for name in register or {}:
+                try:
+                    duck.unregister(name)
+                except Exception:  # noqa: S110 - best effort; the name is per query
+                    pass
+            engine.give_back(conn, changed_context=(conn.database, conn.schema) != before)
+
+    def close_session(self, session: Session) -> None:
+        if session.engine is not None:
+            session.engine.close()
+
+
+def _params(bindings: dict[str, Any] | None) -> tuple[Any, list[tuple[Any, ...]] | None]:
+    if not bindings:
+        return None, None
+    if not all(k.isdigit() for k in bindings):
+        return {name: from_binding(b) for name, b in bindings.items()}, None
+    ordered = [bindings[str(pos)] for pos in range(1, len(bindings) + 1)]
+    if any(isinstance(b.get("value"), list) for b in ordered):
+        columns = [[from_binding({**b, "value": v}) for v in b["value"]] for b in ordered]
+        return None, list(zip(*columns, strict=True))
+    return tuple(from_binding(b) for b in ordered), None
+
+
+def _result_data(
+    conn: FakeSnowflakeConnection, cur: Any, query: Query, is_batch: bool, batch_rowcount: int
+) -> dict[str, Any]:
+    expr = cur._last_transformed
+    type_id = statement_type_id(expr) if expr is not None else 0x1000
+    table: pa.Table | None = cur._arrow_table
+    if cur.sfqid:
+        # RESULT_SCAN(LAST_QUERY_ID()) looks results up by our query id.
+        conn.results_cache[query.query_id] = conn.results_cache.get(cur.sfqid)
+    rowtype = describe_as_rowtype(cur._describe_last_sql()) if table is not None else []
+    result: dict[str, Any]
+    if is_batch and type_id in DML_TYPE_IDS:
+        result = {"queryResultFormat": "json", "rowset": [[str(batch_rowcount)]]}
+    elif table is not None and type_id in DML_TYPE_IDS:
+        # Clients read affected-row counts from a JSON rowset.
+        result = {
+            "queryResultFormat": "json",
+            "rowset": [[None if v is None else str(v) for v in row] for row in _rows(table)],
+        }
+    elif table is not None and table.num_rows:
+        payload = to_ipc(to_sf(table, rowtype))
+        result = {
+            "queryResultFormat": "arrow",
+            "rowsetBase64": base64.b64encode(payload).decode("ascii"),
+        }
+    else:
+        result = {"queryResultFormat": "arrow", "rowsetBase64": ""}
+    total = 1 if is_batch else (table.num_rows if table is not None else 0)
+    return {
+        "rowtype": rowtype,
+        "total": total,
+        "returned": total,
+        "statementTypeId": type_id,
+        "finalDatabaseName": conn.database,
+        "finalSchemaName": conn.schema,
+        **result,
+    }
+
+
+def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    return list(zip(*[c.to_pylist() for c in table.columns], strict=True))
+
+
+_CATALOG = re.compile(r"Catalog Error|Binder Error", re.IGNORECASE)
+
+
+def _translate(e: Exception) -> QueryError:
+    """Map an engine exception to Snowflake's error JSON instead of an HTTP 500."""
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, sqlglot.errors.ParseError):
+        return QueryError(1003, f"SQL compilation error:\nsyntax error {text}", "42000")
+    if isinstance(e, (duckdb.CatalogException, duckdb.BinderException)) or _CATALOG.search(text):
+        return QueryError(2003, f"SQL compilation error:\n{text}", "42S02")
+    if isinstance(e, duckdb.ParserException):
+        return QueryError(1003, f"SQL compilation error:\n{text}", "42000")
+    if isinstance(e, NotImplementedError):
+        return QueryError(2, f"Unsupported by the local emulator: {text}", "0A000")
+    if isinstance(e, duckdb.InterruptException):
+        return CANCELED
+    return QueryError(100_000, text, "22000")
+
