@@ -344,6 +344,14 @@ class Emulator:
             return _sql.json_result(
                 f"SYSTEM$CANCEL_ALL_QUERIES({m[1]})", [f"{sum(aborted)} terminated."]
             )
+        if m := _sql.RESULT_SCAN.match(sql_text):
+            # The stored reply of an ended query: works for every path, light or DuckDB.
+            source = self.registry.queries.get(m[1])
+            if source is None or source.session.user != session.user or source.response is None:
+                raise QueryFailed(QueryError(709, f"Statement {m[1]} not found", "02000"))
+            if source.error is not None:
+                raise QueryFailed(source.error)
+            return dict(source.response["data"])
         if m := _sql.LAST_QUERY_ID.match(sql_text):
             return _sql.json_result("LAST_QUERY_ID()", [_last_query_id(session, m[1])])
         if m := _sql.CURRENT.match(sql_text):

@@ -23,6 +23,10 @@ CANCEL_ALL = re.compile(
     r"^\s*select\s+system\$cancel_all_queries\s*\(\s*'?(\d+)'?\s*\)" + _END, re.IGNORECASE
 )
 LAST_QUERY_ID = re.compile(r"^\s*select\s+last_query_id\s*\(\s*(-?\d+)?\s*\)" + _END, re.IGNORECASE)
+RESULT_SCAN = re.compile(
+    r"^\s*select\s+\*\s+from\s+table\s*\(\s*result_scan\s*\(\s*'([^']*)'\s*\)\s*\)" + _END,
+    re.IGNORECASE,
+)
 CURRENT = re.compile(
     r"^\s*select\s+current_(session|warehouse|role|account|user|database|schema)\s*\(\s*\)" + _END,
     re.IGNORECASE,

@@ -1,0 +1,54 @@
+# Two environments, because fakesnow (the emulator's SQL engine) cannot be imported
+# next to connector 5.x:
+#   .venv   connector 4.8.x + fakesnow + dev tools; runs the emulator for both
+#   .venv5  connector 5.x as a client only (needs Python >= 3.11)
+PYTHON ?= python3
+VENV := .venv
+VENV5 := .venv5
+PY4 := $(VENV)/bin/python
+PY5 := $(VENV5)/bin/python
+STAMP4 := $(VENV)/.installed
+STAMP5 := $(VENV5)/.installed
+CONNECTOR4 := snowflake-connector-python[pandas]>=4.8,<4.9
+CONNECTOR5 := snowflake-connector-python>=5.2,<6
+PYTEST_ARGS ?=
+
+.PHONY: all setup demo test test4 test5 lint bench clean
+
+all: test
+
+setup: $(STAMP4) $(STAMP5)
+
+$(STAMP4): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY4) -m pip install -q --disable-pip-version-check -e '.[testing,pandas,fastapi,dev]' '$(CONNECTOR4)'
+	touch $@
+
+$(STAMP5): pyproject.toml Makefile
+	@if $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+		$(PYTHON) -m venv $(VENV5) && \
+		$(PY5) -m pip install -q --disable-pip-version-check -e '.[pandas,fastapi,dev]' '$(CONNECTOR5)' && \
+		touch $@; \
+	else echo "connector 5.x needs Python >= 3.11; skipping the 5.x environment"; fi
+
+demo: $(STAMP4)
+	$(PY4) examples/fanout.py
+
+lint: $(STAMP4)
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/mypy --strict src
+
+test4: $(STAMP4)
+	$(PY4) -m pytest $(PYTEST_ARGS)
+
+# The 5.x client talks to the emulator run by the 4.x environment's Python.
+test5: $(STAMP4) $(STAMP5)
+	@if [ -x $(PY5) ]; then \
+		ASYNCSESSION_EMULATOR_PYTHON=$(CURDIR)/$(PY4) $(PY5) -m pytest $(PYTEST_ARGS); \
+	else echo "no 5.x environment; skipped"; fi
+
+test: lint test4 test5
+
+clean:
+	rm -rf $(VENV) $(VENV5) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache

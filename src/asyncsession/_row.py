@@ -1,0 +1,196 @@
+"""``Row``: a tuple with column names, like ``snowflake.snowpark.Row``.
+
+Rows are built by the million, so a row stores nothing but its values: the column
+names live on a small per-column-list subclass (cached), shared by every row of a
+result. ``type(row)`` is therefore a subclass of :class:`Row` named ``Row``;
+``isinstance(row, Row)`` holds and equality and hashing are those of the tuple.
+
+Snowpark semantics kept: ``row[i]``/``row[a:b]``, ``row["NAME"]`` (``KeyError`` if
+unknown), ``row.NAME`` (``AttributeError`` if unknown), case-sensitive names, the first
+of duplicate names wins for key/attribute access, ``as_dict()`` refuses rows without
+names or with duplicates (``TypeError``), ``"NAME" in row`` tests the names of a named
+row (values for an unnamed one), ``repr`` is ``Row(A=1, B='x')``. Unlike Snowpark a
+slice keeps the sliced names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
+
+__all__ = ["Row"]
+
+_R = TypeVar("_R", bound="Row")
+
+# Per-field-tuple subclasses: by the tuple itself, and by id() for a fast path that
+# does not hash every name of the tuple on each row (the entry keeps the tuple alive,
+# so its id cannot be reused while cached). Cleared when it grows past the limit;
+# rows keep their class alive, so clearing only costs re-creating classes.
+_CACHE_LIMIT = 1024
+_by_fields: dict[tuple[str, ...], type[Row]] = {}
+_by_id: dict[int, tuple[tuple[str, ...], type[Row]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _row_class(fields: tuple[str, ...]) -> type[Row]:
+    hit = _by_id.get(id(fields))
+    if hit is not None and hit[0] is fields:
+        return hit[1]
+    with _cache_lock:
+        cls = _by_fields.get(fields)
+        if cls is None:
+            if not isinstance(fields, tuple) or not all(isinstance(f, str) for f in fields):
+                raise TypeError("Row fields must be a tuple of str")
+            if len(_by_fields) >= _CACHE_LIMIT:
+                _by_fields.clear()
+                _by_id.clear()
+            index: dict[str, int] = {}
+            for i, name in enumerate(fields):
+                index.setdefault(name, i)
+            cls = type(
+                "Row",
+                (Row,),
+                {
+                    "__slots__": (),
+                    "__module__": Row.__module__,
+                    "__qualname__": "Row",
+                    "_fields": fields,
+                    "_index": index,
+                    "_has_duplicates": len(index) != len(fields),
+                },
+            )
+            _by_fields[fields] = cls
+        if len(_by_id) >= _CACHE_LIMIT:
+            _by_id.clear()
+        _by_id[id(fields)] = (fields, cls)
+        return cls
+
+
+def _restore_row(values: tuple[Any, ...], fields: tuple[str, ...] | None) -> Row:
+    """Unpickling entry point (keep the name: pickles refer to it)."""
+    if not fields:
+        return tuple.__new__(Row, values)
+    return Row._from_values(values, tuple(fields))
+
+
+class Row(tuple[Any, ...]):
+    """A result row: a tuple whose items can also be reached by column name.
+
+    >>> row = Row(A=1, B="x")
+    >>> row
+    Row(A=1, B='x')
+    >>> row[0], row["A"], row.B
+    (1, 1, 'x')
+    >>> row == (1, "x")
+    True
+    """
+
+    __slots__ = ()
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _index: ClassVar[dict[str, int]] = {}
+    _has_duplicates: ClassVar[bool] = False
+
+    def __new__(cls, *values: Any, **named_values: Any) -> Row:
+        if values and named_values:
+            raise ValueError("Either values or named_values is required but not both.")
+        if named_values:
+            return cls._from_values(tuple(named_values.values()), tuple(named_values))
+        return tuple.__new__(cls, values)
+
+    @classmethod
+    def _from_values(cls, values: Sequence[Any], fields: tuple[str, ...]) -> Row:
+        """A row of ``values`` named by ``fields`` (pass the same tuple for every row)."""
+        if len(values) != len(fields):
+            raise ValueError(f"{len(values)} values for {len(fields)} fields")
+        return tuple.__new__(_row_class(fields), values)
+
+    @classmethod
+    def _factory(cls, fields: tuple[str, ...]) -> Callable[[Iterable[Any]], Row]:
+        """A fast constructor for many rows with ``fields`` (no length check per row)."""
+        row_cls = _row_class(fields)
+
+        def make(values: Iterable[Any]) -> Row:
+            return tuple.__new__(row_cls, values)
+
+        return make
+
+    @overload
+    def __getitem__(self, item: SupportsIndex) -> Any: ...
+    @overload
+    def __getitem__(self, item: slice) -> Row: ...
+    @overload
+    def __getitem__(self, item: str) -> Any: ...
+    def __getitem__(self, item: SupportsIndex | slice | str) -> Any:
+        if isinstance(item, str):
+            index = type(self)._index.get(item)
+            if index is None:
+                raise KeyError(item)
+            return tuple.__getitem__(self, index)
+        if isinstance(item, slice):
+            values = tuple.__getitem__(self, item)
+            fields = self._fields
+            if not fields:
+                return tuple.__new__(Row, values)
+            return Row._from_values(values, fields[item])
+        return tuple.__getitem__(self, item)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails (tuple methods such as ``count`` win).
+        index = type(self)._index.get(name)
+        if index is None:
+            raise AttributeError(f"Row object has no attribute {name}")
+        return tuple.__getitem__(self, index)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Can't set attribute to Row object")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Can't delete attribute of Row object")
+
+    def __contains__(self, item: object) -> bool:
+        fields = self._fields
+        if fields:
+            return item in type(self)._index
+        return tuple.__contains__(self, item)
+
+    def __repr__(self) -> str:
+        fields = self._fields
+        if fields:
+            return "Row({})".format(
+                ", ".join(f"{k}={v!r}" for k, v in zip(fields, self, strict=False))
+            )
+        return "Row({})".format(", ".join(repr(v) for v in self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_row, (tuple(self), self._fields or None))
+
+    def __copy__(self) -> Row:
+        return self
+
+    def as_dict(self, recursive: bool = False) -> dict[str, Any]:
+        """``{name: value}``; with ``recursive``, nested Rows, dicts and lists too.
+
+        Raises ``TypeError`` for a row without names or with duplicate names.
+        """
+        fields = self._fields
+        if not fields or self._has_duplicates:
+            raise TypeError("Cannot convert a Row without key values or duplicated keys to a dict.")
+        if not recursive:
+            return dict(zip(fields, self, strict=False))
+        return {k: _convert(v) for k, v in zip(fields, self, strict=False)}
+
+    asDict = as_dict  # Snowpark / PySpark spelling
+
+
+def _convert(obj: Any) -> Any:
+    if isinstance(obj, Row):
+        if obj._fields and not obj._has_duplicates:
+            return obj.as_dict(True)
+        return [_convert(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _convert(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_convert(x) for x in obj]
+    return obj

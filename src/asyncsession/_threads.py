@@ -1,0 +1,59 @@
+"""Where threads meet the event loop: every blocking connector call goes through here.
+
+Connector calls run in anyio worker threads under the session's own ``CapacityLimiter``,
+never anyio's shared default (FastAPI's sync endpoints need those 40 tokens). A call is
+*abandoned* on cancellation, so the awaiting task gets control back at once and can
+abort the query on the server; ``WorkerCall.finished`` then lets the canceller wait,
+bounded, for the thread to drain.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+T = TypeVar("T")
+
+
+class WorkerCall(Generic[T]):
+    """One blocking call in a worker thread whose end can be awaited after abandonment."""
+
+    __slots__ = ("_done", "_fn", "_thread_done")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._thread_done = threading.Event()
+        self._done = anyio.Event()
+
+    def _run(self) -> T:
+        try:
+            return self._fn()
+        finally:
+            self._thread_done.set()
+            try:
+                anyio.from_thread.run_sync(self._done.set)
+            except RuntimeError:
+                pass  # the event loop is gone; nobody is waiting
+
+    async def start(self, limiter: anyio.CapacityLimiter) -> T:
+        """Run the call; on cancellation, return control at once and leave the thread running."""
+        return await anyio.to_thread.run_sync(self._run, limiter=limiter, abandon_on_cancel=True)
+
+    @property
+    def is_finished(self) -> bool:
+        return self._thread_done.is_set()
+
+    async def wait_finished(self) -> None:
+        """Wait until the worker thread has returned (the caller bounds this with a timeout)."""
+        if not self._thread_done.is_set():
+            await self._done.wait()
+
+
+async def run_blocking(fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
+    """Run a short blocking call (login, abort, status) in a worker thread under ``limiter``."""
+    return await WorkerCall(fn).start(limiter)

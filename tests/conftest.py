@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import snowflake.connector
+
+from asyncsession.testing import LocalSnowflake
+
+CONNECTOR_MAJOR = int(snowflake.connector.__version__.split(".")[0]) if hasattr(
+    snowflake.connector, "__version__"
+) else int(__import__("importlib.metadata").metadata.version("snowflake-connector-python")[0])
+
+
+def connect(params: dict[str, Any], **extra: Any) -> Any:
+    """A plain connector connection, quiet on both generations."""
+    kwargs = {**params, **extra}
+    if CONNECTOR_MAJOR >= 5:
+        kwargs.setdefault("enable_server_session_keep_alive_auto_detection", False)
+    return snowflake.connector.connect(**kwargs)
+
+
+@pytest.fixture
+def emulator() -> Iterator[LocalSnowflake]:
+    """A private emulator for tests that inject faults or count sessions."""
+    with LocalSnowflake() as sf:
+        yield sf

@@ -1,0 +1,313 @@
+"""The emulator speaks Snowflake's wire protocol to the real connector (4.x and 5.x)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from snowflake.connector.errors import DatabaseError, Error, ProgrammingError
+
+from asyncsession.testing import LocalSnowflake
+from tests.conftest import CONNECTOR_MAJOR, connect
+from tests.emulator.raw import RawClient
+
+
+def test_login_and_logout_really_delete_the_session(emulator: LocalSnowflake) -> None:
+    conn = connect(emulator.connection_parameters)
+    assert [s["session_id"] for s in emulator.sessions()] == [conn.session_id]
+    conn.close()
+    assert emulator.sessions() == []
+
+
+def test_queries_with_qmark_and_pyformat_binding(local_snowflake: LocalSnowflake) -> None:
+    params = local_snowflake.connection_parameters
+    with connect(params, paramstyle="qmark") as conn:
+        rows = conn.cursor().execute("select ? as a, ? as b", [1, "it's"]).fetchall()
+        assert rows == [(1, "it's")]
+    with connect(params) as conn:
+        rows = conn.cursor().execute("select %s, %s", (2, "y")).fetchall()
+        assert rows == [(2, "y")]
+
+
+def test_hostile_string_parameter_stays_data(local_snowflake: LocalSnowflake) -> None:
+    hostile = "x'); drop table t; --"
+    with connect(local_snowflake.connection_parameters, paramstyle="qmark") as conn:
+        assert conn.cursor().execute("select ?", [hostile]).fetchone() == (hostile,)
+
+
+def test_dml_pandas_and_arrow(local_snowflake: LocalSnowflake) -> None:
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute(f"create table {table} (a int, b varchar)")
+        cur.execute(f"insert into {table} values (1, 'a'), (2, 'b'), (3, null)")
+        assert cur.rowcount == 3
+        df = cur.execute(f"select * from {table} order by a").fetch_pandas_all()
+        assert list(df.columns) == ["A", "B"]
+        assert df["A"].tolist() == [1, 2, 3]
+        arrow = cur.execute(f"select * from {table} order by a").fetch_arrow_all()
+        assert arrow.num_rows == 3
+        assert arrow.column("B").to_pylist() == ["a", "b", None]
+
+
+def test_execute_async_status_and_result(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute_async("select system$wait(200, 'MILLISECONDS')")
+        qid = cur.sfqid
+        assert conn.is_still_running(conn.get_query_status(qid))
+        cur.get_results_from_sfqid(qid)
+        assert cur.fetchall() == [("waited 200 milliseconds",)]
+        assert conn.get_query_status(qid).name == "SUCCESS"
+
+
+def test_abort_by_query_id_really_stops_the_query(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute_async("select system$wait(30)")
+        qid = cur.sfqid
+        raw = RawClient(local_snowflake.url)
+        try:
+            # Same user, another session: Snowflake lets a user abort their own queries.
+            assert raw.post(f"/queries/{qid}/abort-request", {})["success"]
+        finally:
+            raw.logout()
+        assert local_snowflake.query(qid)["status"] == "ABORTED"
+        assert conn.get_query_status(qid).name == "ABORTED"
+
+
+def test_abort_by_request_id_ends_a_sync_query_with_604(local_snowflake: LocalSnowflake) -> None:
+    raw = RawClient(local_snowflake.url)
+    request_id = str(uuid.uuid4())
+    replies: list[dict[str, Any]] = []
+    worker = threading.Thread(
+        target=lambda: replies.append(raw.query("select system$wait(30)", request_id=request_id))
+    )
+    started = time.monotonic()
+    worker.start()
+    try:
+        local_snowflake.wait_until(
+            lambda sf: any(q["request_id"] == request_id for q in sf.running_queries())
+        )
+        raw.post("/queries/v1/abort-request", {"sqlText": "", "requestId": request_id})
+        worker.join(10)
+        assert not worker.is_alive()
+        assert time.monotonic() - started < 10  # far from the 30 s it would have run
+        assert replies[0]["success"] is False
+        assert replies[0]["code"] == "000604"
+        assert replies[0]["data"]["sqlState"] == "57014"
+    finally:
+        worker.join(30)
+        raw.logout()
+
+
+def test_abort_before_the_query_arrives_still_aborts_it(local_snowflake: LocalSnowflake) -> None:
+    raw = RawClient(local_snowflake.url)
+    try:
+        request_id = str(uuid.uuid4())
+        raw.post("/queries/v1/abort-request", {"sqlText": "", "requestId": request_id})
+        reply = raw.query("select system$wait(30)", request_id=request_id)
+        assert reply["code"] == "000604"
+    finally:
+        raw.logout()
+
+
+@pytest.mark.skipif(CONNECTOR_MAJOR >= 5, reason="4.x API: _cancel_query with a chosen requestId")
+def test_connector4_cancel_by_request_id(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        request_id = str(uuid.uuid4())
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                conn.cursor().execute(
+                    "select system$wait(30)", _statement_params={"requestId": request_id}
+                )
+            except BaseException as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        local_snowflake.wait_until(
+            lambda sf: any(q["request_id"] == request_id for q in sf.running_queries())
+        )
+        conn._cancel_query("select system$wait(30)", uuid.UUID(request_id))
+        worker.join(10)
+        assert not worker.is_alive()
+        assert isinstance(errors[0], ProgrammingError)
+        assert errors[0].errno == 604
+
+
+def test_system_wait_aborted_by_system_cancel_query(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute_async("select system$wait(30)")
+        victim = cur.sfqid
+        other = conn.cursor()
+        other.execute_async("select system$wait(30)")
+        bystander = other.sfqid
+        reply = conn.cursor().execute(f"select system$cancel_query('{victim}')").fetchone()
+        assert reply == (f"query [{victim}] terminated.",)
+        assert local_snowflake.query(victim)["status"] == "ABORTED"
+        # Only that query's wait was interrupted.
+        assert local_snowflake.query(bystander)["status"] == "RUNNING"
+        conn.cursor().execute(f"select system$cancel_all_queries({conn.session_id})")
+        assert local_snowflake.query(bystander)["status"] == "ABORTED"
+
+
+def test_wait_inside_a_larger_statement_is_interruptible(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute_async("select system$wait(30) as w, 1 as x")
+        qid = cur.sfqid
+        local_snowflake.wait_until(lambda sf: sf.query(qid)["status"] == "RUNNING")
+        conn.cursor().execute(f"select system$cancel_query('{qid}')")
+        assert local_snowflake.query(qid)["status"] == "ABORTED"
+
+
+def test_concurrent_waits_on_one_connection_overlap(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        tag = f"overlap-{uuid.uuid4().hex[:8]}"
+        conn.cursor().execute(f"alter session set query_tag = '{tag}'")
+        threads = [
+            threading.Thread(target=lambda: conn.cursor().execute("select system$wait(1)"))
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        waits = [
+            q
+            for q in local_snowflake.queries()
+            if q["query_tag"] == tag and "system$wait" in q["sql_text"]
+        ]
+        assert len(waits) == 8
+        assert all(q["status"] == "SUCCESS" for q in waits)
+        # All eight were running at the same moment: the last start precedes the first end.
+        assert max(q["start_time"] for q in waits) < min(q["end_time"] for q in waits)
+
+
+def test_statement_timeout_really_aborts(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute("alter session set statement_timeout_in_seconds = 1")
+        with pytest.raises(ProgrammingError) as info:
+            cur.execute("select system$wait(30)")
+        assert info.value.errno == 630
+        assert info.value.sqlstate == "57014"
+        assert "timeout" in info.value.msg
+
+
+def test_last_query_id_and_query_history(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute("alter session set query_tag = 'history-test'")
+        cur.execute("select 42")
+        ok = cur.sfqid
+        assert cur.execute("select last_query_id()").fetchone() == (ok,)
+        with pytest.raises(ProgrammingError):
+            cur.execute("select * from no_such_table_here")
+        failed = cur.sfqid
+        running = conn.cursor()
+        running.execute_async("select system$wait(30)")
+        try:
+            rows = cur.execute(
+                "select query_id, query_text, execution_status, query_tag, start_time, end_time "
+                "from table(information_schema.query_history_by_session()) "
+                "where query_tag = 'history-test' order by start_time"
+            ).fetchall()
+            status = {r[0]: r[2] for r in rows}
+            assert status[ok] == "SUCCESS"
+            assert status[failed] == "FAILED_WITH_ERROR"
+            assert status[running.sfqid] == "RUNNING"
+            assert all(r[3] == "history-test" for r in rows)
+        finally:
+            conn.cursor().execute(f"select system$cancel_query('{running.sfqid}')")
+
+
+def test_errors_are_snowflake_errors_not_http_500(local_snowflake: LocalSnowflake) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        started = time.monotonic()
+        with pytest.raises(ProgrammingError) as info:
+            cur.execute("select no_such_function(1)")
+        assert info.value.errno == 2003
+        with pytest.raises(ProgrammingError) as info:
+            cur.execute("selec 1")
+        assert info.value.errno in (1003, 2003)
+        # An HTTP 500 would have made the connector retry for seconds.
+        assert time.monotonic() - started < 5
+
+
+def test_malformed_requests_get_4xx(local_snowflake: LocalSnowflake) -> None:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        local_snowflake.url + "/session/v1/login-request", data=b"{nope", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400
+    assert b"JSON" in info.value.read()
+
+
+def test_wrong_password_is_refused(local_snowflake: LocalSnowflake) -> None:
+    params = {**local_snowflake.connection_parameters, "password": "wrong"}
+    with pytest.raises(DatabaseError) as info:
+        connect(params)
+    assert "390100" in str(info.value) or info.value.errno == 390100
+
+
+# ---- fault injection ------------------------------------------------------------
+
+
+def test_latency_is_added_to_every_request(emulator: LocalSnowflake) -> None:
+    with connect(emulator.connection_parameters) as conn:
+        emulator.set_latency(150)
+        started = time.monotonic()
+        conn.cursor().execute("select 1")
+        assert time.monotonic() - started >= 0.15
+        emulator.set_latency(0)
+
+
+def test_injected_503_is_retried_by_the_connector(emulator: LocalSnowflake) -> None:
+    with connect(emulator.connection_parameters) as conn:
+        emulator.fail_next("/queries/v1/query-request", status=503, count=1)
+        assert conn.cursor().execute("select 7").fetchone() == (7,)
+
+
+def test_blackholed_route_never_answers(emulator: LocalSnowflake) -> None:
+    raw = RawClient(emulator.url)
+    emulator.blackhole("/queries/v1/query-request")
+    with pytest.raises(OSError):  # the client's own timeout fires
+        raw.query("select 1", timeout=0.5)
+    emulator.clear_faults()
+    assert raw.query("select 1")["success"]
+    raw.logout()
+
+
+def test_expired_tokens_are_renewed_by_the_connector(emulator: LocalSnowflake) -> None:
+    with connect(emulator.connection_parameters) as conn:
+        assert emulator.expire_tokens() == 1
+        assert conn.cursor().execute("select 3").fetchone() == (3,)
+
+
+def test_kill_and_restart(emulator: LocalSnowflake) -> None:
+    conn = connect(emulator.connection_parameters)
+    emulator.kill()
+    started = time.monotonic()
+    with pytest.raises(Error):
+        conn.cursor().execute("select 1")
+    assert time.monotonic() - started < 60  # a clear error, not a hang
+    emulator.restart()
+    with connect(emulator.connection_parameters) as fresh:
+        assert fresh.cursor().execute("select 1").fetchone() == (1,)
+    try:
+        conn.close()
+    except Error:
+        pass
