@@ -223,7 +223,7 @@ def _result_data(
             "rowset": [[None if v is None else str(v) for v in row] for row in _rows(table)],
         }
     elif table is not None and table.num_rows:
-        payload = to_ipc(to_sf(table, rowtype))
+        payload = to_ipc(_mask_null_structs(to_sf(table, rowtype)))
         result = {
             "queryResultFormat": "arrow",
             "rowsetBase64": base64.b64encode(payload).decode("ascii"),
@@ -240,6 +240,31 @@ def _result_data(
         "finalSchemaName": conn.schema,
         **result,
     }
+
+
+def _mask_null_structs(table: pa.Table) -> pa.Table:
+    """Mark timestamp structs null where fakesnow left null children (5.x rejects those)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_struct(column.type):
+            chunks = []
+            for chunk in column.chunks:
+                first = chunk.field(0)
+                if not first.null_count:
+                    chunks.append(chunk)
+                    continue
+                children = [
+                    chunk.field(i).fill_null(pa.scalar(0, chunk.type.field(i).type))
+                    for i in range(chunk.type.num_fields)
+                ]
+                chunks.append(
+                    pa.StructArray.from_arrays(
+                        children, fields=list(chunk.type), mask=first.is_null()
+                    )
+                )
+            column = pa.chunked_array(chunks, type=column.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _rows(table: pa.Table) -> list[tuple[Any, ...]]:

@@ -87,6 +87,8 @@ class LocalSnowflake:
     def start(self) -> LocalSnowflake:
         if self.is_running:
             return self
+        if self._log is not None:
+            self._log.close()
         self._log = tempfile.TemporaryFile()
         cmd = [
             self.python,
