@@ -23,14 +23,21 @@ T = TypeVar("T")
 class WorkerCall(Generic[T]):
     """One blocking call in a worker thread whose end can be awaited after abandonment."""
 
-    __slots__ = ("_done", "_fn", "_thread_done")
+    __slots__ = ("_done", "_fn", "_lock", "_skipped", "_started", "_thread_done")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
+        self._lock = threading.Lock()
+        self._started = False
+        self._skipped = False
         self._thread_done = threading.Event()
         self._done = anyio.Event()
 
     def _run(self) -> T:
+        with self._lock:
+            if self._skipped:
+                raise RuntimeError("call skipped: cancelled before it started")
+            self._started = True
         try:
             return self._fn()
         finally:
@@ -43,6 +50,16 @@ class WorkerCall(Generic[T]):
     async def start(self, limiter: anyio.CapacityLimiter) -> T:
         """Run the call; on cancellation, return control at once and leave the thread running."""
         return await anyio.to_thread.run_sync(self._run, limiter=limiter, abandon_on_cancel=True)
+
+    def skip_if_not_started(self) -> bool:
+        """Make sure the call never runs, if no thread has started it yet (call on the loop)."""
+        with self._lock:
+            if self._started:
+                return False
+            self._skipped = True
+        self._thread_done.set()
+        self._done.set()
+        return True
 
     @property
     def is_finished(self) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import json
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -29,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import _sql
-from ._engine import Engine, QueryFailed, wait_seconds
+from ._engine import CHUNK_ROUTE, SSE_C_KEY, Engine, QueryFailed, wait_seconds
 from ._state import ABORTED, CANCELED, FAILED, SUCCESS, Query, QueryError, Registry, Session
 
 READY_PREFIX = "ASYNCSESSION-EMULATOR-READY "
@@ -273,11 +274,12 @@ class Emulator:
         query = self.registry.find_by_request(session, request_id) if request_id else None
         if query is None or not request.query_params.get("retryCount"):
             query = self.registry.new_query(session, sql_text, request_id)
+            self.engine.results.retain(self.registry.queries)  # chunks of trimmed queries go
             if query.running:
                 self.start(query, body)
         if body.get("asyncExec"):
             return self.in_progress(query, ASYNC_CODE)
-        return await self.result_of(query, SYNC_HOLD_SECONDS)
+        return await self.result_of(request, query, SYNC_HOLD_SECONDS)
 
     def start(self, query: Query, body: dict[str, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self.run(query, body))
@@ -351,7 +353,14 @@ class Emulator:
                 raise QueryFailed(QueryError(709, f"Statement {m[1]} not found", "02000"))
             if source.error is not None:
                 raise QueryFailed(source.error)
-            return dict(source.response["data"])
+            data = dict(source.response["data"])
+            if "chunks" in data:
+                # Chunks of its own, so they live as long as this query does.
+                chunked = self.engine.results.share(source.query_id, query.query_id)
+                if chunked is None:
+                    raise QueryFailed(QueryError(709, f"Result of {m[1]} has expired", "02000"))
+                data.update(chunked.reply_fields(query.query_id))
+            return data
         if m := _sql.LAST_QUERY_ID.match(sql_text):
             return _sql.json_result("LAST_QUERY_ID()", [_last_query_id(session, m[1])])
         if m := _sql.CURRENT.match(sql_text):
@@ -468,13 +477,13 @@ class Emulator:
             "query monitoring and management.",
         )
 
-    async def result_of(self, query: Query, hold: float) -> Response:
+    async def result_of(self, request: Request, query: Query, hold: float) -> Response:
         try:
             await asyncio.wait_for(query.done.wait(), hold)
         except TimeoutError:
             return self.in_progress(query, STILL_RUNNING_CODE)
         assert query.response is not None
-        return JSONResponse(query.response)
+        return JSONResponse(_absolute_chunk_urls(query.response, request))
 
     def query_of(self, request: Request, qid: str) -> Query:
         session = self.session_of(request)
@@ -485,7 +494,21 @@ class Emulator:
 
     async def result(self, request: Request) -> Response:
         query = self.query_of(request, request.path_params["qid"])
-        return await self.result_of(query, RESULT_HOLD_SECONDS)
+        return await self.result_of(request, query, RESULT_HOLD_SECONDS)
+
+    async def chunk(self, request: Request) -> Response:
+        """One remote chunk of a result. Clients send no session token here, as for S3:
+        the URL's token is the credential, plus the SSE-C key from ``chunkHeaders``."""
+        token = request.query_params.get("token", "")
+        result = self.engine.results.get(request.path_params["qid"], token)
+        index = int(request.path_params["n"])
+        if result is None or index >= len(result.spans):
+            return Response("AccessDenied", status_code=403, media_type="text/plain")
+        if not secrets.compare_digest(request.headers.get(SSE_C_KEY, ""), result.key):
+            return Response("InvalidRequest: SSE-C key", status_code=400, media_type="text/plain")
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(self.executor, result.chunk, index)
+        return Response(memoryview(body), media_type="application/octet-stream")
 
     async def abort_by_id(self, request: Request) -> Response:
         query = self.query_of(request, request.path_params["qid"])
@@ -583,6 +606,16 @@ def _last_query_id(session: Session, index: str | None) -> str | None:
         return None
 
 
+def _absolute_chunk_urls(response: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Chunk URLs are stored as paths; answer them on the host the client reached."""
+    data = response.get("data")
+    if not isinstance(data, dict) or not data.get("chunks"):
+        return response
+    base = str(request.base_url).rstrip("/")
+    chunks = [{**c, "url": base + c["url"]} for c in data["chunks"]]
+    return {**response, "data": {**data, "chunks": chunks}}
+
+
 def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
@@ -606,6 +639,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         Route("/queries/{qid}/result", _guard(e.result), methods=["GET"]),
         Route("/queries/{qid}/abort-request", _guard(e.abort_by_id), methods=["POST"]),
         Route("/monitoring/queries/{rest:path}", _guard(e.monitoring), methods=["GET"]),
+        Route(CHUNK_ROUTE + "/{qid}/{n:int}", e.chunk, methods=["GET"]),
         Route("/_emulator/health", _guard(e.admin_health), methods=["GET"]),
         Route("/_emulator/queries", _guard(e.admin_queries), methods=["GET"]),
         Route("/_emulator/sessions", _guard(e.admin_sessions), methods=["GET"]),

@@ -1,0 +1,182 @@
+"""``Session.builder``: the Snowpark builder, made async."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Generator, Mapping
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from ._config import ResolvedConfig, normalize_options, redact, resolve
+from ._driver import Driver, get_driver
+from ._errors import ConfigurationError
+from ._session import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, AsyncSession
+from ._threads import WorkerCall, run_blocking
+
+logger = logging.getLogger("asyncsession")
+
+class SessionBuilder:
+    """Collects options; ``await builder.create()`` logs in (in a worker thread)."""
+
+    def __init__(self) -> None:
+        self._options: dict[str, object] = {}
+        self._app_tag: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<SessionBuilder options={redact(self._options)!r}>"
+
+    def config(self, key: str, value: object) -> SessionBuilder:
+        """Set one option (case-insensitive name), e.g. ``config("connection_name", "dev")``."""
+        if not isinstance(key, str):
+            raise ConfigurationError(f"option names must be str, not {type(key).__name__}")
+        return self.configs({key: value})
+
+    def configs(self, options: Mapping[str, object]) -> SessionBuilder:
+        """Merge a dict of options (``snowflake.connector.connect`` parameters and ours)."""
+        if not isinstance(options, Mapping):
+            raise ConfigurationError(
+                f"configs() takes a dict of options, not {type(options).__name__}"
+            )
+        merged = dict(self._options)
+        for key, value in normalize_options(options).items():
+            merged[key] = value
+        self._options = merged
+        return self
+
+    def app_name(self, app_name: str, format_json: bool = False) -> SessionBuilder:
+        """Tag the session's queries with the application name (``APPNAME=…``), as Snowpark."""
+        if not isinstance(app_name, str) or not app_name:
+            raise ConfigurationError(f"app_name must be a non-empty str, not {app_name!r}")
+        self._app_tag = json.dumps({"APPNAME": app_name}) if format_json else f"APPNAME={app_name}"
+        return self
+
+    def create(self) -> SessionCreation:
+        """Log in. Await it, or use it as ``async with builder.create() as session``."""
+        return SessionCreation(dict(self._options), self._app_tag)
+
+    # Snowpark spelling; ours is always a fresh session.
+    getOrCreate = create
+
+
+class SessionCreation:
+    """Awaitable (gives the session) and async context manager (closes it on exit)."""
+
+    def __init__(self, options: dict[str, object], app_tag: str | None) -> None:
+        self._options = options
+        self._app_tag = app_tag
+        self._session: AsyncSession | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncSession]:
+        return create_session(self._options, self._app_tag).__await__()
+
+    async def __aenter__(self) -> AsyncSession:
+        self._session = await create_session(self._options, self._app_tag)
+        return self._session
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.aclose()
+
+
+async def create_session(options: dict[str, object], app_tag: str | None) -> AsyncSession:
+    driver = get_driver()
+    config = await _resolve_in_thread(options)
+    if config.library_options.get("local_testing"):
+        from ._local import local_connection_parameters
+
+        params, release = await local_connection_parameters()
+        config = ResolvedConfig(
+            connect_kwargs={**params, **config.connect_kwargs},
+            library_options=config.library_options,
+            source="local emulator",
+        )
+    else:
+        release = None
+    kwargs = _connect_kwargs(config, app_tag)
+    try:
+        connection = await _login(driver, kwargs)
+    except BaseException:
+        if release is not None:
+            with anyio.CancelScope(shield=True):
+                await release()
+        raise
+    lib = config.library_options
+    session = AsyncSession(
+        connection,
+        driver=driver,
+        config=config,
+        cancel_timeout=lib.get("cancel_timeout", DEFAULT_CANCEL_TIMEOUT),
+        max_concurrent_queries=lib.get("max_concurrent_queries", DEFAULT_MAX_CONCURRENT_QUERIES),
+        query_tag=_initial_tag(kwargs),
+    )
+    if release is not None:
+        session._on_close.append(release)
+    return session
+
+
+async def _resolve_in_thread(options: dict[str, object]) -> ResolvedConfig:
+    # Reads files: keep it off the event loop. Warnings raised there reach the caller.
+    limiter = anyio.CapacityLimiter(1)
+    return await WorkerCall(lambda: resolve(options)).start(limiter)
+
+
+def _connect_kwargs(config: ResolvedConfig, app_tag: str | None) -> dict[str, Any]:
+    kwargs = dict(config.connect_kwargs)
+    # session.sql(query, params) binds "?" placeholders on the server (never client-side).
+    kwargs.setdefault("paramstyle", "qmark")
+    if app_tag is not None:
+        parameters = dict(kwargs.get("session_parameters") or {})
+        parameters.setdefault("QUERY_TAG", app_tag)
+        kwargs["session_parameters"] = parameters
+    return kwargs
+
+
+def _initial_tag(kwargs: dict[str, Any]) -> str | None:
+    parameters = kwargs.get("session_parameters") or {}
+    for key, value in parameters.items():
+        if str(key).upper() == "QUERY_TAG":
+            return str(value)
+    return None
+
+
+async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:
+    """Connect in a worker thread: even a browser SSO flow never blocks the event loop.
+
+    If the awaiting task is cancelled mid-login, the login finishes in its thread and that
+    connection is then closed, so no server session is left behind.
+    """
+    lock = threading.Lock()
+    abandoned = False
+    made: list[Any] = []
+
+    def login() -> Any:
+        connection = driver.connect(dict(kwargs))
+        with lock:
+            if abandoned:
+                _close_quietly(connection)
+            else:
+                made.append(connection)
+        return connection
+
+    try:
+        return await WorkerCall(login).start(anyio.CapacityLimiter(1))
+    except anyio.get_cancelled_exc_class():
+        with lock:
+            abandoned = True
+        if made:  # logged in just as we were cancelled
+            with anyio.CancelScope(shield=True):
+                await run_blocking(lambda: _close_quietly(made[0]), anyio.CapacityLimiter(1))
+        raise
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception as e:
+        logger.warning("closing a connection after a cancelled login failed: %s", e)

@@ -1,0 +1,196 @@
+"""What differs between connector generations: connecting, and a query another thread can abort.
+
+Both drivers run a query with one round trip (a plain synchronous ``execute`` in a
+worker thread) and abort it by *request id*, which exists before the query id does:
+
+- 4.x lets the caller choose the request id (``_statement_params={"requestId": …}``) and
+  aborts with ``connection._cancel_query(sql, request_id)``.
+- 5.x generates the request id in its Rust core and logs it on the calling thread before
+  sending the request; we capture that log record, and post the abort through the
+  core's own HTTP client.
+
+Everything here is blocking and runs in worker threads (see ``_threads``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import snowflake.connector
+
+from ._errors import InterfaceError
+
+logger = logging.getLogger("asyncsession")
+
+
+def connector_major() -> int:
+    return int(importlib.metadata.version("snowflake-connector-python").split(".")[0])
+
+
+class QueryHandle(Protocol):
+    """What a driver needs to know about a query it runs or aborts."""
+
+    sql_text: str
+    request_id: str | None
+    query_id: str | None
+    request_id_known: threading.Event
+
+
+class Driver:
+    generation = 0
+
+    def connect(self, kwargs: dict[str, Any]) -> Any:
+        return snowflake.connector.connect(**kwargs)
+
+    def prepare(self, handle: QueryHandle) -> None:
+        """Called on the event loop before the query's worker starts."""
+
+    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
+        raise NotImplementedError
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        """Ask the server to abort the query (by request id; by query id once known)."""
+        raise NotImplementedError
+
+    def submit(self, cursor: Any, sql_text: str, params: Sequence[Any] | None) -> str:
+        """Submit without waiting (``asyncExec``); return the query id."""
+        cursor.execute_async(sql_text, params)
+        query_id: str = cursor.sfqid
+        return query_id
+
+    def abort_query_id(self, connection: Any, query_id: str) -> None:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(f"select system$cancel_query('{_quote(query_id)}')")
+        finally:
+            cursor.close()
+
+    def fetch_results(self, cursor: Any, query_id: str) -> None:
+        cursor.get_results_from_sfqid(query_id)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "''")
+
+
+class Connector4(Driver):
+    generation = 4
+
+    def prepare(self, handle: QueryHandle) -> None:
+        # Chosen up front, so an abort can be sent whenever the task is cancelled.
+        handle.request_id = str(uuid.uuid4())
+        handle.request_id_known.set()
+
+    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
+        cursor.execute(handle.sql_text, params, _statement_params={"requestId": handle.request_id})
+        handle.query_id = cursor.sfqid
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        if handle.request_id is not None:
+            connection._cancel_query(handle.sql_text, uuid.UUID(handle.request_id))
+        elif handle.query_id is not None:
+            self.abort_query_id(connection, handle.query_id)
+
+
+_CORE_LOGGER = "snowflake.connector._core"
+_SYNC_REQUEST = re.compile(r"Executing sync query request_id=([0-9a-fA-F-]{36})")
+
+
+class _RequestIdCapture(logging.Filter):
+    """Records the request id the 5.x core logs, per thread, and hides what we made visible."""
+
+    def __init__(self, user_level: int) -> None:
+        super().__init__()
+        self.user_level = user_level
+        self.waiting: dict[int, QueryHandle] = {}
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.thread is not None:
+            with self.lock:
+                handle = self.waiting.get(record.thread)
+            if handle is not None and (m := _SYNC_REQUEST.search(record.getMessage())):
+                handle.request_id = m[1]
+                handle.request_id_known.set()
+        # We lowered the logger's level to see INFO; pass on only what the user asked for.
+        return record.levelno >= self.user_level
+
+
+class Connector5(Driver):
+    generation = 5
+    _capture: _RequestIdCapture | None = None
+    _install_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        from snowflake.connector._internal.api_client.client_api import core_driver
+
+        self._core = core_driver
+        self._install()
+
+    @classmethod
+    def _install(cls) -> None:
+        with cls._install_lock:
+            if cls._capture is not None:
+                return
+            core = logging.getLogger(_CORE_LOGGER)
+            capture = _RequestIdCapture(core.getEffectiveLevel())
+            core.addFilter(capture)
+            if core.getEffectiveLevel() > logging.INFO:
+                core.setLevel(logging.INFO)
+            cls._capture = capture
+
+    def connect(self, kwargs: dict[str, Any]) -> Any:
+        # Without an explicit value 5.x warns on every connect; we always log out on close,
+        # after aborting our queries ourselves.
+        kwargs.setdefault("enable_server_session_keep_alive_auto_detection", False)
+        return snowflake.connector.connect(**kwargs)
+
+    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
+        capture = self._capture
+        assert capture is not None
+        ident = threading.get_ident()
+        with capture.lock:
+            capture.waiting[ident] = handle
+        try:
+            cursor.execute(handle.sql_text, params)
+        finally:
+            with capture.lock:
+                capture.waiting.pop(ident, None)
+            handle.request_id_known.set()
+        handle.query_id = cursor.sfqid
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        if handle.request_id is None and handle.query_id is None:
+            # The core has not logged the request id yet: it will within microseconds of
+            # sending, unless the query already ended.
+            handle.request_id_known.wait(1.0)
+        if handle.request_id is not None:
+            body = json.dumps({"sqlText": handle.sql_text, "requestId": handle.request_id})
+            self._core.connection_send_http(
+                conn_handle=connection.conn_handle,
+                method="POST",
+                url="/queries/v1/abort-request",
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body.encode(),
+            )
+        elif handle.query_id is not None:
+            self.abort_query_id(connection, handle.query_id)
+        else:
+            raise InterfaceError(msg="could not learn the request id of the query to abort")
+
+
+_driver: Driver | None = None
+
+
+def get_driver() -> Driver:
+    global _driver
+    if _driver is None:
+        _driver = Connector5() if connector_major() >= 5 else Connector4()
+    return _driver

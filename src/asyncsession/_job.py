@@ -1,0 +1,150 @@
+"""``AsyncJob``: a query submitted without waiting (``collect_nowait``), tracked by id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from snowflake.connector.errors import ProgrammingError
+
+from ._errors import CANCELED_ERRNO, QueryCancelledError
+from ._registry import RunningQuery
+from ._row import Row
+
+if TYPE_CHECKING:
+    from ._session import AsyncSession
+
+#: Status polling: first gap, growth factor and cap (seconds). Polls hold no thread
+#: while they wait, only for the round trip itself.
+POLL_FIRST = 0.01
+POLL_GROWTH = 1.5
+POLL_MAX = 0.5
+
+ResultType = Literal["row", "pandas", "no_result"]
+
+
+async def submit(session: AsyncSession, sql_text: str, params: Sequence[Any] | None) -> AsyncJob:
+    session._check_open("submit a query")
+    driver = session._driver
+    connection = session.connection
+
+    def work() -> str:
+        cursor = connection.cursor()
+        try:
+            return driver.submit(cursor, sql_text, params)
+        finally:
+            cursor.close()
+
+    # The submission itself is one short round trip; the query id comes back with it.
+    query_id = await session._control(work)
+    return AsyncJob(session, session._registry.add(sql_text, query_id=query_id))
+
+
+class AsyncJob:
+    """A running (or finished) query, known by its id."""
+
+    def __init__(self, session: AsyncSession, query: RunningQuery) -> None:
+        assert query.query_id is not None
+        self._session = session
+        self._query = query
+        self._query_id: str = query.query_id
+
+    def __repr__(self) -> str:
+        return f"<AsyncJob query_id={self._query_id!r}>"
+
+    @property
+    def query_id(self) -> str:
+        return self._query_id
+
+    @property
+    def session(self) -> AsyncSession:
+        return self._session
+
+    async def status(self) -> str:
+        """The server's status name: RUNNING, QUEUED, SUCCESS, FAILED_WITH_ERROR, ABORTED, …"""
+        connection = self._session.connection
+        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
+        if not connection.is_still_running(status):
+            self._session._registry.discard(self._query)
+        return str(status.name)
+
+    async def is_done(self) -> bool:
+        connection = self._session.connection
+        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
+        done = not connection.is_still_running(status)
+        if done:
+            self._session._registry.discard(self._query)
+        return bool(done)
+
+    async def cancel(self) -> None:
+        """Abort the query on the server; ``result()`` then raises QueryCancelledError."""
+        self._session._check_open("cancel a job")
+        await self._session._registry.abort(self._query, "job.cancel()")
+
+    async def result(self, result_type: ResultType = "row") -> Any:
+        """Wait for the query to end and return its result (rows by default).
+
+        If the task awaiting this is cancelled, the query is aborted on the server, as for
+        any other awaited query.
+        """
+        if result_type not in ("row", "pandas", "no_result"):
+            raise ValueError(
+                f"result_type must be 'row', 'pandas' or 'no_result', not {result_type!r}"
+            )
+        session = self._session
+        session._check_open("wait for a job")
+        try:
+            await self._wait_done()
+        except anyio.get_cancelled_exc_class():
+            await session._registry.abort(self._query, "cancelled")
+            raise
+        session._registry.discard(self._query)
+        if result_type == "no_result":
+            await self._raise_if_failed()
+            return None
+        driver, connection, query_id = session._driver, session.connection, self._query_id
+
+        def fetch() -> Any:
+            cursor = connection.cursor()
+            try:
+                driver.fetch_results(cursor, query_id)
+                if result_type == "pandas":
+                    return cursor.fetch_pandas_all()
+                rows = cursor.fetchall()  # 4.x fills description on the first fetch
+                make = Row._factory(tuple(d[0] for d in cursor.description or ()))
+                return [make(r) for r in rows]
+            finally:
+                cursor.close()
+
+        try:
+            return await session._in_thread(fetch)
+        except ProgrammingError as e:
+            raise self._translate(e) from e
+
+    async def _wait_done(self) -> None:
+        connection = self._session.connection
+        gap = POLL_FIRST
+        while True:
+            status = await self._session._control(
+                lambda: connection.get_query_status(self._query_id)
+            )
+            if not connection.is_still_running(status):
+                return
+            await anyio.sleep(gap)
+            gap = min(gap * POLL_GROWTH, POLL_MAX)
+
+    async def _raise_if_failed(self) -> None:
+        connection = self._session.connection
+        try:
+            await self._session._control(
+                lambda: connection.get_query_status_throw_if_error(self._query_id)
+            )
+        except ProgrammingError as e:
+            raise self._translate(e) from e
+
+    def _translate(self, error: ProgrammingError) -> Exception:
+        reason = self._query.cancel_reason
+        if reason is not None and error.errno == CANCELED_ERRNO:
+            return QueryCancelledError(self._query_id, reason)
+        return error

@@ -1,0 +1,223 @@
+"""``session.sql(...)``: a lazy query and the ways to get its results."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+
+import anyio
+
+from ._row import Row
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+    from ._job import AsyncJob
+    from ._session import AsyncSession
+
+T = TypeVar("T")
+
+#: Rows fetched per worker-thread hop when streaming rows.
+STREAM_BATCH_ROWS = 10_000
+
+
+def _check_params(params: Sequence[Any] | None) -> list[Any] | None:
+    if params is None:
+        return None
+    if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+        raise TypeError(
+            f"params must be a list or tuple of values for the ? placeholders, "
+            f"not {type(params).__name__}"
+        )
+    return list(params)
+
+
+def _fields(cursor: Any) -> tuple[str, ...]:
+    return tuple(d[0] for d in cursor.description or ())
+
+
+def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
+    make = Row._factory(_fields(cursor))
+    return [make(r) for r in rows]
+
+
+class SqlQuery:
+    """A SQL statement with its parameters; awaiting one of its methods runs it."""
+
+    __slots__ = ("_params", "_session", "_sql")
+
+    def __init__(self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None) -> None:
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
+        self._session = session
+        self._sql = sql
+        self._params = _check_params(params)
+
+    def __repr__(self) -> str:
+        return f"<SqlQuery {self._sql[:80]!r}>"
+
+    @property
+    def sql_text(self) -> str:
+        return self._sql
+
+    async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
+        return await self._session._run_query(self._sql, self._params, consume, operation=operation)
+
+    async def collect(self) -> list[Row]:
+        """All rows, as ``Row`` objects."""
+        return await self._run(lambda c: _rows(c, c.fetchall()), "collect a query")
+
+    async def first(self, n: int | None = None) -> Row | None | list[Row]:
+        """The first row (``None`` if there is none), or the first ``n`` rows as a list."""
+        if n is None:
+            rows = await self._run(lambda c: _rows(c, c.fetchmany(1)), "fetch the first row")
+            return rows[0] if rows else None
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, not {n!r}")
+        return await self._run(lambda c: _rows(c, c.fetchmany(n)), "fetch the first rows")
+
+    async def to_pandas(self) -> pandas.DataFrame:
+        return await self._run(lambda c: c.fetch_pandas_all(), "fetch a pandas DataFrame")
+
+    async def to_arrow(self) -> pyarrow.Table:
+        def fetch(cursor: Any) -> pyarrow.Table:
+            table = cursor.fetch_arrow_all(force_return_table=True)
+            return table
+
+        return await self._run(fetch, "fetch an Arrow table")
+
+    def to_local_iterator(self, *, batch_rows: int = STREAM_BATCH_ROWS) -> ResultStream[Row]:
+        """Stream rows with bounded memory: ``async for row in q.to_local_iterator()``."""
+
+        def batches(cursor: Any) -> Iterator[list[Row]]:
+            make = Row._factory(_fields(cursor))
+            while rows := cursor.fetchmany(batch_rows):
+                yield [make(r) for r in rows]
+
+        return ResultStream(self, batches, flatten=True)
+
+    def to_arrow_batches(self) -> ResultStream[pyarrow.Table]:
+        return ResultStream(self, lambda c: iter(c.fetch_arrow_batches()), flatten=False)
+
+    def to_pandas_batches(self) -> ResultStream[pandas.DataFrame]:
+        return ResultStream(self, lambda c: iter(c.fetch_pandas_batches()), flatten=False)
+
+    async def collect_nowait(self) -> AsyncJob:
+        """Submit the query and return at once; the ``AsyncJob`` tracks it."""
+        from ._job import submit
+
+        return await submit(self._session, self._sql, self._params)
+
+
+class ResultStream(Generic[T]):
+    """An async iterator over a query's results that holds one batch at a time.
+
+    The query runs on first iteration. Close it (``async with`` or ``aclose()``) if you
+    stop early; exhausting it closes it too.
+    """
+
+    def __init__(
+        self, query: SqlQuery, batches: Callable[[Any], Iterator[Any]], *, flatten: bool
+    ) -> None:
+        self._query = query
+        self._make_batches = batches
+        self._flatten = flatten
+        self._cursor: Any = None
+        self._batches: Iterator[Any] | None = None
+        self._pending: list[T] = []
+        self._closed = False
+
+    def __aiter__(self) -> ResultStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._pending:
+            return self._pending.pop()
+        if self._closed:
+            raise StopAsyncIteration
+        session = self._query._session
+        if self._cursor is None:
+            self._cursor = await session._execute_keep_cursor(
+                self._query._sql, self._query._params, "stream a query"
+            )
+            self._batches = self._make_batches(self._cursor)
+        batches = self._batches
+        assert batches is not None
+        batch = await session._in_thread(lambda: next(batches, _END))
+        if batch is _END:
+            await self.aclose()
+            raise StopAsyncIteration
+        if not self._flatten:
+            return batch  # type: ignore[no-any-return]
+        if not batch:
+            return await self.__anext__()
+        self._pending = list(reversed(batch))
+        return self._pending.pop()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending = []
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            with anyio.CancelScope(shield=True):
+                await self._query._session._control(cursor.close)
+
+    async def __aenter__(self) -> ResultStream[T]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+_END: Any = object()
+
+QueryInput = Union[str, SqlQuery, tuple[str, Sequence[Any]]]
+
+
+def _as_query(session: AsyncSession, item: QueryInput) -> SqlQuery:
+    if isinstance(item, SqlQuery):
+        return item
+    if isinstance(item, str):
+        return session.sql(item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return session.sql(item[0], item[1])
+    raise TypeError(
+        f"each query must be a SQL string, a (sql, params) tuple or session.sql(...), "
+        f"not {type(item).__name__}"
+    )
+
+
+async def collect_many(
+    session: AsyncSession, queries: Sequence[QueryInput], *, limit: int | None = None
+) -> list[list[Any]]:
+    """Collect many queries concurrently; the first failure aborts the rest and is raised."""
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, not {limit!r}")
+    items = [_as_query(session, q) for q in queries]
+    results: list[list[Any]] = [[] for _ in items]
+    limiter = anyio.CapacityLimiter(limit or max(1, len(items)))
+
+    async def one(index: int, query: SqlQuery) -> None:
+        async with limiter:
+            results[index] = await query.collect()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, query in enumerate(items):
+                tg.start_soon(one, index, query)
+    except BaseExceptionGroup as group:
+        # anyio semantics, but hand back the failure itself when there is just one.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return results

@@ -1,0 +1,143 @@
+"""The running-query registry, and the one place that owns cancellation.
+
+Every query a session runs is a ``RunningQuery`` here from submission until it ends.
+When its awaiting task is cancelled, or ``cancel()`` / ``cancel_all()`` / ``aclose()``
+asks, the rule is always the same: **abort on the server, drain, re-raise** — shielded
+from the caller's cancellation, and bounded by ``cancel_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+from snowflake.connector.errors import ProgrammingError
+
+from ._driver import Driver
+from ._errors import CANCELED_ERRNO, QueryCancelledError
+from ._threads import WorkerCall
+
+logger = logging.getLogger("asyncsession")
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class RunningQuery:
+    """A query in flight. ``query_id`` is ``None`` until the server has told it."""
+
+    sql_text: str
+    request_id: str | None = None
+    query_id: str | None = None
+    started_at: float = field(default_factory=time.time)
+    #: Why we aborted it, once we have: "cancelled", "job.cancel()", "cancel_all()", "aclose()".
+    cancel_reason: str | None = field(default=None, repr=False)
+    request_id_known: threading.Event = field(default_factory=threading.Event, repr=False)
+    call: WorkerCall[Any] | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.query_id or f"(request {self.request_id})"
+
+
+class QueryRegistry:
+    def __init__(
+        self,
+        *,
+        driver: Driver,
+        connection: Callable[[], Any],
+        control_limiter: anyio.CapacityLimiter,
+        cancel_timeout: float,
+    ) -> None:
+        self._driver = driver
+        self._connection = connection
+        self._control = control_limiter
+        self.cancel_timeout = cancel_timeout
+        self._running: dict[int, RunningQuery] = {}
+
+    # ---- bookkeeping -------------------------------------------------------------
+    def add(self, sql_text: str, *, query_id: str | None = None) -> RunningQuery:
+        query = RunningQuery(sql_text, query_id=query_id)
+        self._running[id(query)] = query
+        return query
+
+    def discard(self, query: RunningQuery) -> None:
+        self._running.pop(id(query), None)
+
+    def snapshot(self) -> tuple[RunningQuery, ...]:
+        return tuple(self._running.values())
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    # ---- running -----------------------------------------------------------------
+    async def run(self, query: RunningQuery, call: WorkerCall[T], limiter: anyio.CapacityLimiter) -> T:
+        """Await ``call`` (which executes ``query``); abort it on the server if we are cancelled."""
+        query.call = call
+        try:
+            return await call.start(limiter)
+        except anyio.get_cancelled_exc_class():
+            await self.abort(query, "cancelled")
+            raise
+        except ProgrammingError as e:
+            if query.cancel_reason is not None and e.errno == CANCELED_ERRNO:
+                raise QueryCancelledError(query.query_id, query.cancel_reason) from e
+            raise
+        finally:
+            self.discard(query)
+
+    # ---- cancellation ------------------------------------------------------------
+    async def abort(self, query: RunningQuery, reason: str) -> bool:
+        """Abort one query on the server and wait for its worker to drain.
+
+        Shielded from the caller's cancellation and bounded by ``cancel_timeout``; returns
+        whether the abort was confirmed (False: logged at WARNING).
+        """
+        return await self.abort_many([query], reason) == 0
+
+    async def abort_many(self, queries: list[RunningQuery], reason: str) -> int:
+        """Abort ``queries`` concurrently; return how many could not be confirmed in time."""
+        pending = [q for q in queries if q.cancel_reason is None]
+        for query in pending:
+            query.cancel_reason = reason
+        if not pending:
+            return 0
+        unconfirmed: set[int] = {id(q) for q in pending}
+        deadline = anyio.current_time() + self.cancel_timeout
+
+        async def abort_one(query: RunningQuery) -> None:
+            if query.call is not None and query.call.skip_if_not_started():
+                unconfirmed.discard(id(query))  # never reached the server
+                return
+            try:
+                await self._post_abort(query)
+                if query.call is not None:
+                    await query.call.wait_finished()
+                unconfirmed.discard(id(query))
+            except Exception as e:
+                logger.warning("aborting query %s failed: %s", query, e)
+
+        with anyio.CancelScope(shield=True, deadline=deadline if math.isfinite(deadline) else math.inf):
+            async with anyio.create_task_group() as tg:
+                for query in pending:
+                    tg.start_soon(abort_one, query)
+        if unconfirmed:
+            names = ", ".join(str(q) for q in pending if id(q) in unconfirmed)
+            logger.warning(
+                "could not confirm within cancel_timeout=%gs that these queries were aborted "
+                "(%s): %s",
+                self.cancel_timeout,
+                reason,
+                names,
+            )
+        return len(unconfirmed)
+
+    async def _post_abort(self, query: RunningQuery) -> None:
+        connection = self._connection()
+        call = WorkerCall(lambda: self._driver.abort(connection, query))
+        await call.start(self._control)

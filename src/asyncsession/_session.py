@@ -1,0 +1,320 @@
+"""``AsyncSession``: one logged-in Snowflake session, usable from many tasks at once."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import anyio
+
+from ._config import ResolvedConfig, redact
+from ._driver import Driver
+from ._errors import SessionClosedError
+from ._registry import QueryRegistry, RunningQuery
+from ._threads import WorkerCall, run_blocking
+
+if TYPE_CHECKING:
+    from ._builder import SessionBuilder
+    from ._job import AsyncJob
+    from ._query import QueryInput, SqlQuery
+
+logger = logging.getLogger("asyncsession")
+
+T = TypeVar("T")
+
+DEFAULT_CANCEL_TIMEOUT = 5.0
+DEFAULT_MAX_CONCURRENT_QUERIES = 100
+#: Threads for control calls (aborts, status, logout): never queued behind running queries.
+CONTROL_THREADS = 32
+
+_IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
+
+
+class _BuilderProperty:
+    """``Session.builder`` returns a fresh builder on every access, as in Snowpark."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> SessionBuilder:
+        from ._builder import SessionBuilder
+
+        return SessionBuilder()
+
+
+class AsyncSession:
+    """An async Snowflake session. Create it with ``await Session.builder....create()``.
+
+    Queries run in worker threads under the session's own limiter. If the task awaiting
+    a query is cancelled, the query is aborted on the server (bounded by
+    ``cancel_timeout``) and the cancellation re-raised. ``aclose()`` aborts everything
+    still running and logs out.
+    """
+
+    builder: ClassVar[SessionBuilder] = _BuilderProperty()  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        driver: Driver,
+        config: ResolvedConfig,
+        cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
+        max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
+        query_tag: str | None = None,
+    ) -> None:
+        self._connection = connection
+        self._driver = driver
+        self._config = config
+        self._query_tag = query_tag
+        self._query_limiter = anyio.CapacityLimiter(max_concurrent_queries)
+        self._control_limiter = anyio.CapacityLimiter(CONTROL_THREADS)
+        self._registry = QueryRegistry(
+            driver=driver,
+            connection=lambda: self._connection,
+            control_limiter=self._control_limiter,
+            cancel_timeout=cancel_timeout,
+        )
+        self._closed = False
+        self._close_done: anyio.Event | None = None
+        #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
+
+    def __repr__(self) -> str:
+        params = redact(self._config.connect_kwargs)
+        state = "closed" if self._closed else f"session_id={self.session_id}"
+        where = params.get("account") or params.get("host")
+        return f"<AsyncSession {state} account={where!r} user={params.get('user')!r}>"
+
+    # ---- properties ------------------------------------------------------------------
+    @property
+    def connection(self) -> Any:
+        """The underlying ``snowflake.connector`` connection."""
+        return self._connection
+
+    @property
+    def session_id(self) -> int:
+        return int(self._connection.session_id)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def cancel_timeout(self) -> float:
+        return self._registry.cancel_timeout
+
+    @property
+    def max_concurrent_queries(self) -> int:
+        return int(self._query_limiter.total_tokens)
+
+    @property
+    def running_queries(self) -> tuple[RunningQuery, ...]:
+        """The queries this session has in flight now (``query_id`` once the server told it)."""
+        return self._registry.snapshot()
+
+    @property
+    def query_tag(self) -> str | None:
+        return self._query_tag
+
+    # ---- queries ---------------------------------------------------------------------
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> SqlQuery:
+        """A lazy query: nothing runs until ``collect()``, ``to_pandas()``, … is awaited."""
+        from ._query import SqlQuery
+
+        return SqlQuery(self, query, params)
+
+    async def collect_many(
+        self, queries: Sequence[QueryInput], *, limit: int | None = None
+    ) -> list[list[Any]]:
+        """Run many queries at once (at most ``limit`` in flight); results in input order.
+
+        The first failure aborts the others on the server and is raised.
+        """
+        from ._query import collect_many
+
+        return await collect_many(self, queries, limit=limit)
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise SessionClosedError(operation)
+
+    async def _run_query(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        *,
+        operation: str = "run a query",
+    ) -> T:
+        """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout."""
+        self._check_open(operation)
+        query = self._registry.add(sql_text)
+        driver = self._driver
+        driver.prepare(query)
+
+        def work() -> T:
+            cursor = self._connection.cursor()
+            try:
+                driver.execute(cursor, query, params)
+                return consume(cursor)
+            finally:
+                cursor.close()
+
+        return await self._registry.run(query, WorkerCall(work), self._query_limiter)
+
+    async def _execute_keep_cursor(
+        self, sql_text: str, params: Sequence[Any] | None, operation: str
+    ) -> Any:
+        """Execute and hand back the open cursor, for streaming its results."""
+        self._check_open(operation)
+        query = self._registry.add(sql_text)
+        driver = self._driver
+        driver.prepare(query)
+
+        def work() -> Any:
+            cursor = self._connection.cursor()
+            try:
+                driver.execute(cursor, query, params)
+            except BaseException:
+                cursor.close()
+                raise
+            return cursor
+
+        return await self._registry.run(query, WorkerCall(work), self._query_limiter)
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        """A short blocking call that is not a query (fetching a stream's next batch)."""
+        return await run_blocking(fn, self._query_limiter)
+
+    async def _control(self, fn: Callable[[], T]) -> T:
+        return await run_blocking(fn, self._control_limiter)
+
+    async def _scalar(self, sql_text: str, operation: str) -> Any:
+        row = await self._run_query(sql_text, None, lambda c: c.fetchone(), operation=operation)
+        return None if row is None else row[0]
+
+    # ---- jobs ------------------------------------------------------------------------
+    async def create_async_job(self, query_id: str) -> AsyncJob:
+        """Track a query submitted elsewhere (same user) by its id."""
+        from ._job import AsyncJob
+
+        self._check_open("create an async job")
+        if not isinstance(query_id, str) or not query_id.strip():
+            raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
+        return AsyncJob(self, self._registry.add(f"<query {query_id}>", query_id=query_id))
+
+    # ---- context -------------------------------------------------------------------
+    async def set_query_tag(self, tag: str | None) -> None:
+        if tag is None or tag == "":
+            await self._run_query("alter session unset query_tag", None, _ignore, operation="set the query tag")
+        else:
+            literal = tag.replace("\\", "\\\\").replace("'", "''")
+            await self._run_query(
+                f"alter session set query_tag = '{literal}'", None, _ignore, operation="set the query tag"
+            )
+        self._query_tag = tag or None
+
+    async def get_current_database(self) -> str | None:
+        return _unquoted(await self._scalar("select current_database()", "get the current database"))
+
+    async def get_current_schema(self) -> str | None:
+        return _unquoted(await self._scalar("select current_schema()", "get the current schema"))
+
+    async def get_current_warehouse(self) -> str | None:
+        return _unquoted(await self._scalar("select current_warehouse()", "get the current warehouse"))
+
+    async def get_current_role(self) -> str | None:
+        return _unquoted(await self._scalar("select current_role()", "get the current role"))
+
+    async def get_current_account(self) -> str | None:
+        return _unquoted(await self._scalar("select current_account()", "get the current account"))
+
+    async def get_current_user(self) -> str | None:
+        return _unquoted(await self._scalar("select current_user()", "get the current user"))
+
+    async def use_database(self, name: str) -> None:
+        await self._use("database", name)
+
+    async def use_schema(self, name: str) -> None:
+        await self._use("schema", name)
+
+    async def use_warehouse(self, name: str) -> None:
+        await self._use("warehouse", name)
+
+    async def use_role(self, name: str) -> None:
+        await self._use("role", name)
+
+    async def _use(self, kind: str, name: str) -> None:
+        parts = name.split(".") if isinstance(name, str) and '"' not in name else [name]
+        if not isinstance(name, str) or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ValueError(
+                f"invalid {kind} name {name!r}: use an unquoted identifier "
+                '(letters, digits, _ and $) or a double-quoted one ("My Name")'
+            )
+        await self._run_query(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
+
+    # ---- cancellation and closing ----------------------------------------------------
+    async def cancel_all(self) -> None:
+        """Abort every query this session has running; their awaiters get QueryCancelledError."""
+        await self._registry.abort_many(list(self._registry.snapshot()), "cancel_all()")
+
+    async def aclose(self) -> None:
+        """Refuse new queries, abort the running ones on the server, log out. Idempotent."""
+        with anyio.CancelScope(shield=True):
+            if self._close_done is not None:
+                await self._close_done.wait()
+                return
+            self._closed = True
+            self._close_done = anyio.Event()
+            try:
+                await self._registry.abort_many(list(self._registry.snapshot()), "aclose()")
+                await self._logout()
+                for callback in self._on_close:
+                    await callback()
+            finally:
+                self._close_done.set()
+
+    close = aclose
+
+    async def _logout(self) -> None:
+        connection = self._connection
+        call = WorkerCall(connection.close)
+        with anyio.move_on_after(self.cancel_timeout) as scope:
+            try:
+                await call.start(self._control_limiter)
+            except Exception as e:
+                logger.warning("logging out of session %s failed: %s", _session_id(connection), e)
+        if scope.cancelled_caught:
+            logger.warning(
+                "logging out of session %s did not finish within cancel_timeout=%gs",
+                _session_id(connection),
+                self.cancel_timeout,
+            )
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+#: The Snowpark name: ``from asyncsession import Session``.
+Session = AsyncSession
+
+
+def _ignore(cursor: Any) -> None:
+    return None
+
+
+def _unquoted(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _session_id(connection: Any) -> Any:
+    try:
+        return connection.session_id
+    except Exception:
+        return "?"
