@@ -8,9 +8,11 @@ import snowflake.connector
 
 from asyncsession.testing import LocalSnowflake
 
-CONNECTOR_MAJOR = int(snowflake.connector.__version__.split(".")[0]) if hasattr(
-    snowflake.connector, "__version__"
-) else int(__import__("importlib.metadata").metadata.version("snowflake-connector-python")[0])
+CONNECTOR_MAJOR = (
+    int(snowflake.connector.__version__.split(".")[0])
+    if hasattr(snowflake.connector, "__version__")
+    else int(__import__("importlib.metadata").metadata.version("snowflake-connector-python")[0])
+)
 
 
 def connect(params: dict[str, Any], **extra: Any) -> Any:

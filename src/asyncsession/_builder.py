@@ -19,6 +19,7 @@ from ._threads import WorkerCall, run_blocking
 
 logger = logging.getLogger("asyncsession")
 
+
 class SessionBuilder:
     """Collects options; ``await builder.create()`` logs in (in a worker thread)."""
 
@@ -78,7 +79,10 @@ class SessionCreation:
         return self._session
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._session is not None:
             await self._session.aclose()

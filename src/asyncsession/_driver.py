@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import snowflake.connector
-
-from ._errors import InterfaceError
+from snowflake.connector.errors import InterfaceError
 
 logger = logging.getLogger("asyncsession")
 

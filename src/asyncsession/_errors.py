@@ -13,14 +13,14 @@ CANCELED_ERRNO = 604
 CANCELED_SQLSTATE = "57014"
 
 
-class ConfigurationError(InterfaceError, ValueError):  # type: ignore[misc]
+class ConfigurationError(InterfaceError, ValueError):
     """A builder option or connections.toml entry is wrong; the message names it."""
 
     def __init__(self, msg: str) -> None:
         super().__init__(msg=msg)
 
 
-class SessionClosedError(InterfaceError):  # type: ignore[misc]
+class SessionClosedError(InterfaceError):
     """An operation was attempted on a closed session; the message names the operation."""
 
     def __init__(self, operation: str) -> None:
@@ -28,7 +28,7 @@ class SessionClosedError(InterfaceError):  # type: ignore[misc]
         self.operation = operation
 
 
-class QueryCancelledError(ProgrammingError):  # type: ignore[misc]
+class QueryCancelledError(ProgrammingError):
     """The query was aborted on the server by ``job.cancel()``, ``cancel_all()`` or ``aclose()``.
 
     Raised to whoever awaits the query; their own task was not cancelled.

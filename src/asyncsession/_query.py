@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import anyio
 
@@ -52,7 +52,9 @@ class SqlQuery:
 
     __slots__ = ("_params", "_session", "_sql")
 
-    def __init__(self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None) -> None:
+    def __init__(
+        self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None
+    ) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
         self._session = session
@@ -73,7 +75,7 @@ class SqlQuery:
         """All rows, as ``Row`` objects."""
         return await self._run(lambda c: _rows(c, c.fetchall()), "collect a query")
 
-    async def first(self, n: int | None = None) -> Row | None | list[Row]:
+    async def first(self, n: int | None = None) -> Row | list[Row] | None:
         """The first row (``None`` if there is none), or the first ``n`` rows as a list."""
         if n is None:
             rows = await self._run(lambda c: _rows(c, c.fetchmany(1)), "fetch the first row")
@@ -174,14 +176,17 @@ class ResultStream(Generic[T]):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
 
 _END: Any = object()
 
-QueryInput = Union[str, SqlQuery, tuple[str, Sequence[Any]]]
+QueryInput: TypeAlias = str | SqlQuery | tuple[str, Sequence[Any]]
 
 
 def _as_query(session: AsyncSession, item: QueryInput) -> SqlQuery:

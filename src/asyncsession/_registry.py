@@ -76,7 +76,9 @@ class QueryRegistry:
         return len(self._running)
 
     # ---- running -----------------------------------------------------------------
-    async def run(self, query: RunningQuery, call: WorkerCall[T], limiter: anyio.CapacityLimiter) -> T:
+    async def run(
+        self, query: RunningQuery, call: WorkerCall[T], limiter: anyio.CapacityLimiter
+    ) -> T:
         """Await ``call`` (which executes ``query``); abort it on the server if we are cancelled."""
         query.call = call
         try:
@@ -122,7 +124,9 @@ class QueryRegistry:
             except Exception as e:
                 logger.warning("aborting query %s failed: %s", query, e)
 
-        with anyio.CancelScope(shield=True, deadline=deadline if math.isfinite(deadline) else math.inf):
+        with anyio.CancelScope(
+            shield=True, deadline=deadline if math.isfinite(deadline) else math.inf
+        ):
             async with anyio.create_task_group() as tg:
                 for query in pending:
                     tg.start_soon(abort_one, query)

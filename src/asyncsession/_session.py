@@ -207,22 +207,31 @@ class AsyncSession:
     # ---- context -------------------------------------------------------------------
     async def set_query_tag(self, tag: str | None) -> None:
         if tag is None or tag == "":
-            await self._run_query("alter session unset query_tag", None, _ignore, operation="set the query tag")
+            await self._run_query(
+                "alter session unset query_tag", None, _ignore, operation="set the query tag"
+            )
         else:
             literal = tag.replace("\\", "\\\\").replace("'", "''")
             await self._run_query(
-                f"alter session set query_tag = '{literal}'", None, _ignore, operation="set the query tag"
+                f"alter session set query_tag = '{literal}'",
+                None,
+                _ignore,
+                operation="set the query tag",
             )
         self._query_tag = tag or None
 
     async def get_current_database(self) -> str | None:
-        return _unquoted(await self._scalar("select current_database()", "get the current database"))
+        return _unquoted(
+            await self._scalar("select current_database()", "get the current database")
+        )
 
     async def get_current_schema(self) -> str | None:
         return _unquoted(await self._scalar("select current_schema()", "get the current schema"))
 
     async def get_current_warehouse(self) -> str | None:
-        return _unquoted(await self._scalar("select current_warehouse()", "get the current warehouse"))
+        return _unquoted(
+            await self._scalar("select current_warehouse()", "get the current warehouse")
+        )
 
     async def get_current_role(self) -> str | None:
         return _unquoted(await self._scalar("select current_role()", "get the current role"))
@@ -296,7 +305,10 @@ class AsyncSession:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 

@@ -20,8 +20,9 @@ class RawClient:
         self.token: str = reply["data"]["token"]
         self.session_id: int = reply["data"]["sessionId"]
 
-    def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                timeout: float = 30) -> dict[str, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, timeout: float = 30
+    ) -> dict[str, Any]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
             headers["Authorization"] = f'Snowflake Token="{self.token}"'
@@ -31,11 +32,19 @@ class RawClient:
             result: dict[str, Any] = json.loads(response.read())
             return result
 
-    def post(self, path: str, body: Any, *, auth: bool = True, timeout: float = 30) -> dict[str, Any]:
+    def post(
+        self, path: str, body: Any, *, auth: bool = True, timeout: float = 30
+    ) -> dict[str, Any]:
         return self.request("POST", path, body, auth=auth, timeout=timeout)
 
-    def query(self, sql: str, *, async_exec: bool = False, request_id: str | None = None,
-              timeout: float = 30) -> dict[str, Any]:
+    def query(
+        self,
+        sql: str,
+        *,
+        async_exec: bool = False,
+        request_id: str | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
         rid = request_id or str(uuid.uuid4())
         return self.post(
             f"/queries/v1/query-request?requestId={rid}",

@@ -284,7 +284,7 @@ def test_injected_503_is_retried_by_the_connector(emulator: LocalSnowflake) -> N
 def test_blackholed_route_never_answers(emulator: LocalSnowflake) -> None:
     raw = RawClient(emulator.url)
     emulator.blackhole("/queries/v1/query-request")
-    with pytest.raises(OSError):  # the client's own timeout fires
+    with pytest.raises(OSError, match="timed out"):  # the client's own timeout fires
         raw.query("select 1", timeout=0.5)
     emulator.clear_faults()
     assert raw.query("select 1")["success"]

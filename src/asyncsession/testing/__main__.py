@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
-    parser.add_argument("--connection-name", default="local", help="for the connections.toml section")
+    parser.add_argument(
+        "--connection-name", default="local", help="for the connections.toml section"
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()

@@ -10,6 +10,7 @@ synchronous and runs in the server's worker threads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import secrets
 import threading
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-from duckdb import sqltypes
 import pyarrow as pa
 import snowflake.connector.errors as sf_errors
 import sqlglot.errors
+from duckdb import sqltypes
 from fakesnow.arrow import to_ipc, to_sf
 from fakesnow.converter import from_binding
 from fakesnow.fakes import FakeSnowflakeConnection
@@ -189,7 +190,9 @@ class Engine:
         except sf_errors.Error as e:
             if query.cancel_requested.is_set():
                 raise QueryFailed(CANCELED) from None
-            raise QueryFailed(QueryError(e.errno or 100_000, e.raw_msg or str(e), e.sqlstate or "22000")) from None
+            raise QueryFailed(
+                QueryError(e.errno or 100_000, e.raw_msg or str(e), e.sqlstate or "22000")
+            ) from None
         except Exception as e:
             if query.cancel_requested.is_set():
                 raise QueryFailed(CANCELED) from None
@@ -198,10 +201,8 @@ class Engine:
             _current.query = None
             query.interrupt = None
             for name in register or {}:
-                try:
+                with contextlib.suppress(Exception):  # best effort; the name is per query
                     duck.unregister(name)
-                except Exception:  # noqa: S110 - best effort; the name is per query
-                    pass
             engine.give_back(conn, changed_context=(conn.database, conn.schema) != before)
 
     def close_session(self, session: Session) -> None:
@@ -232,9 +233,9 @@ def _result_data(
     expr = cur._last_transformed
     type_id = statement_type_id(expr) if expr is not None else 0x1000
     table: pa.Table | None = cur._arrow_table
-    if cur.sfqid:
+    if cur.sfqid and (cached := conn.results_cache.get(cur.sfqid)) is not None:
         # RESULT_SCAN(LAST_QUERY_ID()) looks results up by our query id.
-        conn.results_cache[query.query_id] = conn.results_cache.get(cur.sfqid)
+        conn.results_cache[query.query_id] = cached
     rowtype = describe_as_rowtype(cur._describe_last_sql()) if table is not None else []
     result: dict[str, Any]
     if is_batch and type_id in DML_TYPE_IDS:
@@ -421,4 +422,3 @@ def _translate(e: Exception) -> QueryError:
     if isinstance(e, duckdb.InterruptException):
         return CANCELED
     return QueryError(100_000, text, "22000")
-

@@ -89,7 +89,7 @@ class LocalSnowflake:
             return self
         if self._log is not None:
             self._log.close()
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         cmd = [
             self.python,
             "-m",
@@ -143,8 +143,10 @@ class LocalSnowflake:
                 code: int | None = process.wait(0.5)
             except subprocess.TimeoutExpired:
                 code = None
-            what = f"exited with code {code}" if code is not None else (
-                f"did not start within {self.startup_timeout:g} s"
+            what = (
+                f"exited with code {code}"
+                if code is not None
+                else (f"did not start within {self.startup_timeout:g} s")
             )
             raise EmulatorError(
                 f"the local Snowflake emulator {what} "
@@ -186,7 +188,10 @@ class LocalSnowflake:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -194,7 +199,10 @@ class LocalSnowflake:
         return await anyio.to_thread.run_sync(self.start)
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.stop)
@@ -206,7 +214,7 @@ class LocalSnowflake:
 
     @property
     def connection_parameters(self) -> dict[str, Any]:
-        """Parameters for ``snowflake.connector.connect(**p)`` and ``Session.builder.configs(p)``."""
+        """For ``snowflake.connector.connect(**p)`` and ``Session.builder.configs(p)``."""
         return {
             "account": "local",
             "user": self.user,
@@ -281,7 +289,10 @@ class LocalSnowflake:
         return expired
 
     def wait_until(
-        self, predicate: Callable[[LocalSnowflake], T], timeout: float = 10.0, interval: float = 0.01
+        self,
+        predicate: Callable[[LocalSnowflake], T],
+        timeout: float = 10.0,
+        interval: float = 0.01,
     ) -> T:
         """Poll ``predicate(self)`` until it is truthy; raise TimeoutError at the deadline."""
         deadline = time.monotonic() + timeout

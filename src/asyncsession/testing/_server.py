@@ -45,7 +45,9 @@ SESSION_EXPIRED = "390112"
 NOT_LOGGED_IN = "390104"
 
 
-def _reply(data: Any = None, *, code: str | None = None, message: str | None = None) -> JSONResponse:
+def _reply(
+    data: Any = None, *, code: str | None = None, message: str | None = None
+) -> JSONResponse:
     return JSONResponse({"data": data, "code": code, "message": message, "success": True})
 
 
@@ -178,8 +180,10 @@ class Emulator:
             raise BadRequest("login body needs a 'data' object")
         authenticator = str(data.get("AUTHENTICATOR") or "SNOWFLAKE").upper()
         user = str(data.get("LOGIN_NAME") or self.user)
-        if self.password is not None and authenticator == "SNOWFLAKE" and (
-            data.get("PASSWORD") != self.password or user.upper() != self.user.upper()
+        if (
+            self.password is not None
+            and authenticator == "SNOWFLAKE"
+            and (data.get("PASSWORD") != self.password or user.upper() != self.user.upper())
         ):
             return _error("390100", "Incorrect username or password was specified.")
         q = request.query_params
@@ -288,7 +292,8 @@ class Emulator:
 
     async def run(self, query: Query, body: dict[str, Any]) -> None:
         session = query.session
-        params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        raw_params = body.get("parameters")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         timeout = float(params.get("STATEMENT_TIMEOUT_IN_SECONDS") or session.statement_timeout)
         timer = None
         if timeout > 0:
@@ -601,7 +606,7 @@ def _last_query_id(session: Session, index: str | None) -> str | None:
     position = int(index) if index is not None else -1
     ids = session.last_query_ids
     try:
-        return ids[position] if position < 0 else ids[position]
+        return ids[position]
     except IndexError:
         return None
 
@@ -616,7 +621,9 @@ def _absolute_chunk_urls(response: dict[str, Any], request: Request) -> dict[str
     return {**response, "data": {**data, "chunks": chunks}}
 
 
-def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _guard(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
             return await handler(request)
@@ -687,7 +694,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.watch_stdin:
         threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
-    print(READY_PREFIX + json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
+    print(
+        READY_PREFIX + json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -99,8 +99,7 @@ STATUS_OK = "Statement executed successfully."
 def history_arguments(args: str) -> dict[str, Any]:
     """Named (``SESSION_ID => 1``) or positional arguments of QUERY_HISTORY[_BY_SESSION]."""
     named = dict(
-        (k.upper(), parse_literal(v))
-        for k, v in re.findall(r"(\w+)\s*=>\s*('[^']*'|[^,]+)", args)
+        (k.upper(), parse_literal(v)) for k, v in re.findall(r"(\w+)\s*=>\s*('[^']*'|[^,]+)", args)
     )
     if not named and args.strip():
         positional = [parse_literal(a) for a in args.split(",")]

@@ -89,7 +89,7 @@ class Query:
         if self.interrupt is not None:
             try:
                 self.interrupt()
-            except Exception:  # noqa: S110 - the statement may have just finished
+            except Exception:
                 pass
         self.fail(error, status)
         return True
