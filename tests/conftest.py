@@ -28,3 +28,25 @@ def emulator() -> Iterator[LocalSnowflake]:
     """A private emulator for tests that inject faults or count sessions."""
     with LocalSnowflake() as sf:
         yield sf
+
+
+def running_in_session(params: dict[str, Any], session_id: int) -> list[tuple[Any, ...]]:
+    """The queries of ``session_id`` still RUNNING, asked in SQL that works on a real account."""
+    with connect(params) as conn:
+        return list(
+            conn.cursor()
+            .execute(
+                "select query_id, query_text from table("
+                f"information_schema.query_history_by_session(session_id => {int(session_id)})) "
+                "where execution_status = 'RUNNING'"
+            )
+            .fetchall()
+        )
+
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "asyncio")
+
+
+both_backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)

@@ -134,9 +134,17 @@ def _connect_kwargs(config: ResolvedConfig, app_tag: str | None) -> dict[str, An
     kwargs = dict(config.connect_kwargs)
     # session.sql(query, params) binds "?" placeholders on the server (never client-side).
     kwargs.setdefault("paramstyle", "qmark")
-    if app_tag is not None:
-        parameters = dict(kwargs.get("session_parameters") or {})
-        parameters.setdefault("QUERY_TAG", app_tag)
+    # The session's tag: session_parameters' QUERY_TAG (any case) > the ``query_tag``
+    # option (5.x only; 4.x ignores it) > app_name. Sent as session_parameters' QUERY_TAG,
+    # which both generations honour, so ``session.query_tag`` is what the server uses.
+    option_tag = kwargs.pop("query_tag", None)
+    parameters = dict(kwargs.get("session_parameters") or {})
+    for key in [k for k in parameters if str(k).upper() == "QUERY_TAG" and k != "QUERY_TAG"]:
+        parameters.setdefault("QUERY_TAG", parameters.pop(key))
+    tag = option_tag if option_tag is not None else app_tag
+    if tag is not None:
+        parameters.setdefault("QUERY_TAG", tag)
+    if parameters:
         kwargs["session_parameters"] = parameters
     return kwargs
 

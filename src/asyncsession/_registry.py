@@ -40,6 +40,8 @@ class RunningQuery:
     cancel_reason: str | None = field(default=None, repr=False)
     request_id_known: threading.Event = field(default_factory=threading.Event, repr=False)
     call: WorkerCall[Any] | None = field(default=None, repr=False)
+    #: Cancelled to release the awaiter when an abort cannot be confirmed in time.
+    release: anyio.CancelScope | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return self.query_id or f"(request {self.request_id})"
@@ -82,7 +84,10 @@ class QueryRegistry:
         """Await ``call`` (which executes ``query``); abort it on the server if we are cancelled."""
         query.call = call
         try:
-            return await call.start(limiter)
+            with anyio.CancelScope() as query.release:
+                return await call.start(limiter)
+            # Released: the abort was not confirmed in time; the thread is abandoned.
+            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
         except anyio.get_cancelled_exc_class():
             await self.abort(query, "cancelled")
             raise
@@ -130,6 +135,9 @@ class QueryRegistry:
             async with anyio.create_task_group() as tg:
                 for query in pending:
                     tg.start_soon(abort_one, query)
+        for query in pending:
+            if id(query) in unconfirmed and query.release is not None:
+                query.release.cancel()
         if unconfirmed:
             names = ", ".join(str(q) for q in pending if id(q) in unconfirmed)
             logger.warning(

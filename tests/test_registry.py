@@ -1,0 +1,197 @@
+"""Cancellation: a cancelled await never leaves a query running on the server.
+
+Every test checks the server (through the emulator's inspection API and through
+QUERY_HISTORY in SQL), and runs on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+from snowflake.connector.errors import ProgrammingError
+
+from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
+from asyncsession.testing import LocalSnowflake
+from tests.conftest import both_backends, running_in_session
+
+pytestmark = [pytest.mark.anyio, both_backends]
+
+LONG = "select system$wait(30)"
+
+
+async def wait_running(sf: LocalSnowflake, session: AsyncSession, n: int) -> list[dict[str, Any]]:
+    """Wait (bounded) until the server runs ``n`` queries of this session."""
+    with anyio.fail_after(10):
+        while True:
+            mine = [q for q in sf.running_queries() if q["session_id"] == session.session_id]
+            if len(mine) >= n:
+                return mine
+            await anyio.sleep(0.01)
+
+
+async def collect_until_cancelled(session: AsyncSession, sql: str = LONG) -> None:
+    with pytest.raises(QueryCancelledError):
+        await session.sql(sql).collect()
+
+
+async def session_for(sf: LocalSnowflake, **options: Any) -> AsyncSession:
+    return await Session.builder.configs({**sf.connection_parameters, **options}).create()
+
+
+async def test_timeout_aborts_on_server_and_reraises(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        with anyio.move_on_after(0.3) as scope:
+            await session.sql(LONG).collect()
+        assert scope.cancelled_caught
+        assert session.running_queries == ()
+        mine = [
+            q
+            for q in local_snowflake.queries()
+            if q["session_id"] == session.session_id and q["sql_text"] == LONG
+        ]
+        assert [q["status"] for q in mine] == ["ABORTED"]
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+        # The session is still usable.
+        assert (await session.sql("select 1").collect())[0][0] == 1
+
+
+async def test_fail_after_raises_timeout_and_aborts(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.3):
+                await session.sql(LONG).collect()
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
+async def test_cancelling_a_task_aborts_its_query(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.sql(LONG).collect)
+            await wait_running(local_snowflake, session, 1)
+            assert len(session.running_queries) == 1
+            tg.cancel_scope.cancel()
+        assert session.running_queries == ()
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
+async def test_task_group_failure_aborts_siblings(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        with pytest.raises(ProgrammingError) as info:
+            await session.collect_many([LONG, LONG, LONG, "select no_such_function()"])
+        assert info.value.errno == 2003
+        assert session.running_queries == ()
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
+async def test_cancel_all_gives_query_cancelled_error(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        errors: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                await session.sql(LONG).collect()
+            except QueryCancelledError as e:
+                errors.append(e)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(run)
+            await wait_running(local_snowflake, session, 3)
+            await session.cancel_all()
+        assert len(errors) == 3
+        assert all(isinstance(e, ProgrammingError) and e.errno == 604 for e in errors)
+        assert all(e.reason == "cancel_all()" for e in errors if isinstance(e, QueryCancelledError))
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
+async def test_job_cancel_gives_query_cancelled_error(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        job = await session.sql(LONG).collect_nowait()
+        assert [q.query_id for q in session.running_queries] == [job.query_id]
+        await job.cancel()
+        assert local_snowflake.query(job.query_id)["status"] == "ABORTED"
+        with pytest.raises(QueryCancelledError) as info:
+            await job.result()
+        assert info.value.reason == "job.cancel()"
+        assert await job.status() == "ABORTED"
+        assert session.running_queries == ()
+
+
+async def test_cancelled_job_result_aborts_the_job(local_snowflake: LocalSnowflake) -> None:
+    async with await session_for(local_snowflake) as session:
+        job = await session.sql(LONG).collect_nowait()
+        with anyio.move_on_after(0.2):
+            await job.result()
+        assert local_snowflake.query(job.query_id)["status"] == "ABORTED"
+
+
+async def test_aclose_aborts_everything_and_logs_out(local_snowflake: LocalSnowflake) -> None:
+    session = await session_for(local_snowflake)  # plain create(), no context manager
+    session_id = session.session_id
+    outcomes: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await session.sql(LONG).collect()
+        except QueryCancelledError as e:
+            outcomes.append(e)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(run)
+        job = await session.sql(LONG).collect_nowait()
+        await wait_running(local_snowflake, session, 11)
+        await session.aclose()
+    assert len(outcomes) == 10
+    assert session.is_closed
+    assert local_snowflake.query(job.query_id)["status"] == "ABORTED"
+    assert running_in_session(local_snowflake.connection_parameters, session_id) == []
+    assert session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+
+
+async def test_aclose_is_idempotent_concurrent_and_works_when_cancelled(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    session = await session_for(local_snowflake)
+    session_id = session.session_id
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect_until_cancelled, session)
+        await wait_running(local_snowflake, session, 1)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await session.aclose()  # shielded: completes inside a cancelled scope
+        tg.start_soon(session.aclose)
+        tg.start_soon(session.close)
+    await session.aclose()
+    assert session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+    assert running_in_session(local_snowflake.connection_parameters, session_id) == []
+
+
+async def test_closed_session_errors_name_the_operation(local_snowflake: LocalSnowflake) -> None:
+    session = await session_for(local_snowflake)
+    await session.aclose()
+    with pytest.raises(SessionClosedError, match="collect a query"):
+        await session.sql("select 1").collect()
+    with pytest.raises(SessionClosedError, match="submit a query"):
+        await session.sql("select 1").collect_nowait()
+    with pytest.raises(SessionClosedError, match="stream a query"):
+        async for _ in session.sql("select 1").to_local_iterator():
+            pass
+
+
+async def test_aclose_is_bounded_when_aborts_are_blackholed(
+    emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = await session_for(emulator, cancel_timeout=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect_until_cancelled, session)
+        await wait_running(emulator, session, 1)
+        emulator.blackhole("abort-request")
+        caplog.set_level(logging.WARNING, logger="asyncsession")
+        with anyio.fail_after(8):  # cancel_timeout for the aborts + for the logout, plus margin
+            await session.aclose()
+    assert any("could not confirm" in r.getMessage() for r in caplog.records)
+    emulator.clear_faults()
