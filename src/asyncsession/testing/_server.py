@@ -333,7 +333,8 @@ class Emulator:
                 await asyncio.wait_for(query.cancelled.wait(), seconds)
             except TimeoutError:
                 unit = (m[2] or "seconds").lower()
-                return _sql.json_result(f"SYSTEM$WAIT({m[1]})", [f"waited {m[1]} {unit}"])
+                column = _sql.alias(m[3]) or f"SYSTEM$WAIT({m[1]})"
+                return _sql.json_result(column, [f"waited {m[1]} {unit}"])
             raise QueryFailed(CANCELED)
         if m := _sql.CANCEL_QUERY.match(sql_text):
             target = self.registry.queries.get(m[1])

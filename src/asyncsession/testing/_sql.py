@@ -13,7 +13,8 @@ from typing import Any
 
 _END = r"\s*;?\s*$"
 WAIT = re.compile(
-    r"^\s*(?:select|call)\s+system\$wait\s*\(\s*([0-9]*\.?[0-9]+)\s*(?:,\s*'(\w+)'\s*)?\)" + _END,
+    r"^\s*(?:select|call)\s+system\$wait\s*\(\s*([0-9]*\.?[0-9]+)\s*(?:,\s*'(\w+)'\s*)?\)"
+    r"(?:\s+as\s+(\w+|\"[^\"]+\"))?" + _END,
     re.IGNORECASE,
 )
 CANCEL_QUERY = re.compile(
@@ -63,6 +64,13 @@ def parse_literal(text: str) -> Any:
             return float(text)
         except ValueError:
             return text
+
+
+def alias(name: str | None) -> str | None:
+    """A column alias as Snowflake names it: unquoted upper-cased, quoted verbatim."""
+    if not name:
+        return None
+    return name[1:-1] if name.startswith('"') else name.upper()
 
 
 def text_column(name: str) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""Queries through AsyncSession, end to end through the real connector and the emulator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from asyncsession import AsyncSession, Row, Session
+from asyncsession.testing import LocalSnowflake
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def session(local_snowflake: LocalSnowflake) -> AsyncIterator[AsyncSession]:
+    async with Session.builder.configs(local_snowflake.connection_parameters).create() as s:
+        yield s
+
+
+@pytest.fixture
+async def table(session: AsyncSession) -> str:
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    await session.sql(f"create table {name} (n int, s varchar)").collect()
+    await session.sql(f"insert into {name} values (1, 'a'), (2, 'b'), (3, null)").collect()
+    return name
+
+
+async def test_collect_and_first_with_binding(session: AsyncSession) -> None:
+    rows = await session.sql("select ? as a, ? as b", params=[1, "x"]).collect()
+    assert rows == [Row(A=1, B="x")]
+    assert rows[0].A == 1 and rows[0]["B"] == "x" and rows[0].as_dict() == {"A": 1, "B": "x"}
+    assert await session.sql("select 1 as a where 1 = 0").first() is None
+    assert await session.sql("select 5 as a").first() == Row(A=5)
+
+
+async def test_first_n(session: AsyncSession, table: str) -> None:
+    rows = await session.sql(f"select n from {table} order by n").first(2)
+    assert rows == [Row(N=1), Row(N=2)]
+
+
+async def test_hostile_parameter_stays_data(session: AsyncSession) -> None:
+    hostile = "'); drop table x; --"
+    assert (await session.sql("select ?", [hostile]).collect())[0][0] == hostile
+
+
+async def test_params_must_be_a_sequence(session: AsyncSession) -> None:
+    with pytest.raises(TypeError, match="list or tuple"):
+        session.sql("select ?", "abc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty SQL"):
+        session.sql("  ")
+
+
+async def test_pandas_and_arrow(session: AsyncSession, table: str) -> None:
+    df = await session.sql(f"select * from {table} order by n").to_pandas()
+    assert df["N"].tolist() == [1, 2, 3]
+    arrow = await session.sql(f"select * from {table} order by n").to_arrow()
+    assert arrow.column("S").to_pylist() == ["a", "b", None]
+    empty = await session.sql(f"select * from {table} where n > 10").to_arrow()
+    assert empty.num_rows == 0
+
+
+async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
+    sql = "select range as n from range(25000) order by n"
+    seen = [row[0] async for row in session.sql(sql).to_local_iterator(batch_rows=1000)]
+    assert seen == list(range(25000))
+    total = 0
+    async with session.sql(sql).to_arrow_batches() as batches:
+        async for table in batches:
+            total += table.num_rows
+    assert total == 25000
+    frames = [df async for df in session.sql(sql).to_pandas_batches()]
+    assert sum(len(f) for f in frames) == 25000
+
+
+async def test_stream_closed_early_releases_its_cursor(session: AsyncSession) -> None:
+    stream = session.sql("select range as n from range(50000)").to_local_iterator()
+    async with stream:
+        async for row in stream:
+            assert row[0] is not None
+            break
+    assert session.running_queries == ()
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_concurrent_queries_overlap_on_the_server(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    tag = f"overlap-{uuid.uuid4().hex[:6]}"
+    await session.set_query_tag(tag)
+    assert session.query_tag == tag
+    results = await session.collect_many(["select system$wait(1)"] * 10)
+    assert len(results) == 10
+    waits = [q for q in local_snowflake.queries() if q["query_tag"] == tag and "wait" in q["sql_text"]]
+    assert len(waits) == 10
+    assert max(q["start_time"] for q in waits) < min(q["end_time"] for q in waits)
+
+
+async def test_collect_many_keeps_input_order_and_limit(session: AsyncSession) -> None:
+    queries: list[Any] = [("select ?", [i]) for i in range(20)]
+    results = await session.collect_many(queries, limit=3)
+    assert [r[0][0] for r in results] == list(range(20))
+    with pytest.raises(ValueError, match="limit"):
+        await session.collect_many(queries, limit=0)
+    with pytest.raises(TypeError, match="each query"):
+        await session.collect_many([42])  # type: ignore[list-item]
+
+
+async def test_running_queries_from_submission_until_end(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.sql("select system$wait(400, 'MILLISECONDS')").collect)
+        with anyio.fail_after(10):
+            while not session.running_queries:
+                await anyio.sleep(0.005)
+        (running,) = session.running_queries
+        assert running.sql_text.startswith("select system$wait")
+    assert session.running_queries == ()
+    assert running.query_id is not None  # learnt from the response
+
+
+async def test_jobs(session: AsyncSession) -> None:
+    job = await session.sql("select system$wait(200, 'MILLISECONDS') as w").collect_nowait()
+    assert job.query_id in [q.query_id for q in session.running_queries]
+    assert await job.status() in ("RUNNING", "SUCCESS")
+    assert await job.result() == [Row(W="waited 200 milliseconds")]
+    assert await job.is_done()
+    assert session.running_queries == ()
+    same = await session.create_async_job(job.query_id)
+    assert await same.result() == [Row(W="waited 200 milliseconds")]
+    df = await (await session.sql("select 1 as a").collect_nowait()).result("pandas")
+    assert df["A"].tolist() == [1]
+    assert await (await session.sql("select 1").collect_nowait()).result("no_result") is None
+    with pytest.raises(ValueError, match="result_type"):
+        await job.result("nope")  # type: ignore[arg-type]
+
+
+async def test_failed_job_raises_the_connector_error(session: AsyncSession) -> None:
+    from snowflake.connector.errors import ProgrammingError
+
+    job = await session.sql("select * from no_such_table_anywhere").collect_nowait()
+    with pytest.raises(ProgrammingError):
+        await job.result()
+
+
+async def test_context_functions(session: AsyncSession) -> None:
+    assert await session.get_current_database() == "TEST_DB"
+    assert await session.get_current_schema() == "PUBLIC"
+    assert await session.get_current_warehouse() == "TEST_WH"
+    await session.use_warehouse("OTHER_WH")
+    assert await session.get_current_warehouse() == "OTHER_WH"
+    await session.sql("create schema if not exists s2").collect()
+    await session.use_schema("S2")
+    assert await session.get_current_schema() == "S2"
+    with pytest.raises(ValueError, match="invalid database name"):
+        await session.use_database("x; drop table y")
+
+
+async def test_event_loop_is_not_blocked(session: AsyncSession) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await session.sql("select system$wait(500, 'MILLISECONDS')").collect()
+        tg.cancel_scope.cancel()
+    assert ticks >= 10  # it ticked all along (a blocked loop would tick ~once)
+
+
+async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowflake) -> None:
+    params = {**local_snowflake.connection_parameters, "max_concurrent_queries": 60}
+    async with Session.builder.configs(params).create() as session:
+        assert session.max_concurrent_queries == 60
+        default = anyio.to_thread.current_default_thread_limiter()
+        peak_default = 0
+        peak_running = 0
+
+        async def watch() -> None:
+            nonlocal peak_default, peak_running
+            while True:
+                peak_default = max(peak_default, default.borrowed_tokens)
+                peak_running = max(peak_running, len(session.running_queries))
+                await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await session.collect_many(["select system$wait(300, 'MILLISECONDS')"] * 80)
+            tg.cancel_scope.cancel()
+        assert peak_default == 0
+        assert peak_running == 80  # all submitted; at most 60 run in threads at once
