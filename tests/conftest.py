@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 import snowflake.connector
 
@@ -50,3 +51,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 both_backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)
+
+
+async def until(predicate: Any, deadline: float = 10.0) -> Any:
+    """Wait for ``predicate()`` to be truthy, polling, with a deadline (never a bare sleep)."""
+    with anyio.fail_after(deadline):
+        while not (value := predicate()):  # noqa: ASYNC110 - the state lives in another process or thread
+            await anyio.sleep(0.005)
+    return value

@@ -15,7 +15,7 @@ from snowflake.connector.errors import ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, running_in_session
+from tests.conftest import both_backends, running_in_session, until
 
 pytestmark = [pytest.mark.anyio, both_backends]
 
@@ -24,12 +24,13 @@ LONG = "select system$wait(30)"
 
 async def wait_running(sf: LocalSnowflake, session: AsyncSession, n: int) -> list[dict[str, Any]]:
     """Wait (bounded) until the server runs ``n`` queries of this session."""
-    with anyio.fail_after(10):
-        while True:
-            mine = [q for q in sf.running_queries() if q["session_id"] == session.session_id]
-            if len(mine) >= n:
-                return mine
-            await anyio.sleep(0.01)
+
+    def mine() -> list[dict[str, Any]]:
+        running = [q for q in sf.running_queries() if q["session_id"] == session.session_id]
+        return running if len(running) >= n else []
+
+    result: list[dict[str, Any]] = await until(mine)
+    return result
 
 
 async def collect_until_cancelled(session: AsyncSession, sql: str = LONG) -> None:

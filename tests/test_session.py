@@ -12,6 +12,7 @@ import pytest
 
 from asyncsession import AsyncSession, Row, Session
 from asyncsession.testing import LocalSnowflake
+from tests.conftest import until
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +34,9 @@ async def table(session: AsyncSession) -> str:
 async def test_collect_and_first_with_binding(session: AsyncSession) -> None:
     rows = await session.sql("select ? as a, ? as b", params=[1, "x"]).collect()
     assert rows == [Row(A=1, B="x")]
-    assert rows[0].A == 1 and rows[0]["B"] == "x" and rows[0].as_dict() == {"A": 1, "B": "x"}
+    assert rows[0].A == 1
+    assert rows[0]["B"] == "x"
+    assert rows[0].as_dict() == {"A": 1, "B": "x"}
     assert await session.sql("select 1 as a where 1 = 0").first() is None
     assert await session.sql("select 5 as a").first() == Row(A=5)
 
@@ -96,7 +99,9 @@ async def test_concurrent_queries_overlap_on_the_server(
     assert session.query_tag == tag
     results = await session.collect_many(["select system$wait(1)"] * 10)
     assert len(results) == 10
-    waits = [q for q in local_snowflake.queries() if q["query_tag"] == tag and "wait" in q["sql_text"]]
+    waits = [
+        q for q in local_snowflake.queries() if q["query_tag"] == tag and "wait" in q["sql_text"]
+    ]
     assert len(waits) == 10
     assert max(q["start_time"] for q in waits) < min(q["end_time"] for q in waits)
 
@@ -116,9 +121,7 @@ async def test_running_queries_from_submission_until_end(
 ) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(session.sql("select system$wait(400, 'MILLISECONDS')").collect)
-        with anyio.fail_after(10):
-            while not session.running_queries:
-                await anyio.sleep(0.005)
+        await until(lambda: session.running_queries)
         (running,) = session.running_queries
         assert running.sql_text.startswith("select system$wait")
     assert session.running_queries == ()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 
 T = TypeVar("T")
@@ -23,7 +22,7 @@ T = TypeVar("T")
 class WorkerCall(Generic[T]):
     """One blocking call in a worker thread whose end can be awaited after abandonment."""
 
-    __slots__ = ("_done", "_fn", "_lock", "_skipped", "_started", "_thread_done")
+    __slots__ = ("_fn", "_lock", "_skipped", "_started", "_thread_done")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
@@ -31,7 +30,6 @@ class WorkerCall(Generic[T]):
         self._started = False
         self._skipped = False
         self._thread_done = threading.Event()
-        self._done = anyio.Event()
 
     def _run(self) -> T:
         with self._lock:
@@ -41,11 +39,9 @@ class WorkerCall(Generic[T]):
         try:
             return self._fn()
         finally:
+            # Never call back into the event loop from here: an abandoned thread may
+            # outlive it, and a blocking hand-off would then hang forever.
             self._thread_done.set()
-            try:
-                anyio.from_thread.run_sync(self._done.set)
-            except RuntimeError:
-                pass  # the event loop is gone; nobody is waiting
 
     async def start(self, limiter: anyio.CapacityLimiter) -> T:
         """Run the call; on cancellation, return control at once and leave the thread running."""
@@ -58,7 +54,6 @@ class WorkerCall(Generic[T]):
                 return False
             self._skipped = True
         self._thread_done.set()
-        self._done.set()
         return True
 
     @property
@@ -66,9 +61,14 @@ class WorkerCall(Generic[T]):
         return self._thread_done.is_set()
 
     async def wait_finished(self) -> None:
-        """Wait until the worker thread has returned (the caller bounds this with a timeout)."""
-        if not self._thread_done.is_set():
-            await self._done.wait()
+        """Wait until the worker thread has returned (the caller bounds this with a timeout).
+
+        Polls: this runs only while aborting, and polling needs nothing from the thread.
+        """
+        gap = 0.001
+        while not self._thread_done.is_set():
+            await anyio.sleep(gap)
+            gap = min(gap * 2, 0.02)
 
 
 async def run_blocking(fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
