@@ -91,7 +91,6 @@ def test_library_options_exact() -> None:
                 "local_testing",
                 "cancel_timeout",
                 "max_concurrent_queries",
-                "max_threads",
                 "silence_permission_warning",
             }
         )
@@ -189,11 +188,11 @@ def test_redact_private_key_objects_and_secretish_unknown_keys() -> None:
 
 def test_repr_never_shows_secrets(home: Path) -> None:
     secrets = {key: SECRET + key for key in SECRET_KEYS - {"private_key", "proxy"}}
-    resolved = run({**EXPLICIT, **secrets, "max_threads": 2}, home)
+    resolved = run({**EXPLICIT, **secrets, "max_concurrent_queries": 2}, home)
     for text in (repr(resolved), str(resolved)):
         assert SECRET not in text
         assert "'***'" in text
-        assert "max_threads" in text
+        assert "max_concurrent_queries" in text
     assert resolved.connect_kwargs["password"] == SECRET + "password"
 
 
@@ -212,8 +211,8 @@ def test_repr_never_shows_secrets(home: Path) -> None:
         ("max_concurrent_queries", 0, "int"),
         ("max_concurrent_queries", 2.0, "float"),
         ("max_concurrent_queries", True, "bool"),
-        ("max_threads", -1, "int"),
-        ("max_threads", "8", "str"),
+        ("max_concurrent_queries", -1, "int"),
+        ("max_concurrent_queries", "8", "str"),
         ("local_testing", "yes", "str"),
         ("local_testing", 1, "int"),
         ("connection_name", "", "str"),
@@ -236,7 +235,6 @@ def test_library_options_are_split_out(home: Path) -> None:
     given = {
         "cancel_timeout": 2.5,
         "max_concurrent_queries": 4,
-        "max_threads": 8,
         "silence_permission_warning": False,
     }
     resolved = run({**EXPLICIT, **{k.upper(): v for k, v in given.items()}}, home)
@@ -246,14 +244,15 @@ def test_library_options_are_split_out(home: Path) -> None:
 
 
 def test_library_option_none_means_absent(home: Path) -> None:
-    resolved = run({**EXPLICIT, "max_threads": None, "connection_name": None}, home)
+    resolved = run({**EXPLICIT, "cancel_timeout": None, "connection_name": None}, home)
     assert resolved.library_options == {}
     assert resolved.connect_kwargs == EXPLICIT
 
 
 def test_library_option_inside_profile_is_refused(home: Path, sfdir: Path) -> None:
-    write(sfdir / "connections.toml", '[dev]\naccount = "a"\nmax_threads = 3\n')
-    with pytest.raises(ConfigurationError, match=r"'max_threads' in .*connections.toml \[dev\]"):
+    write(sfdir / "connections.toml", '[dev]\naccount = "a"\nmax_concurrent_queries = 3\n')
+    expected = r"'max_concurrent_queries' in .*connections.toml \[dev\]"
+    with pytest.raises(ConfigurationError, match=expected):
         run({"connection_name": "dev"}, home)
 
 
@@ -792,8 +791,8 @@ def test_unknown_option_without_close_match(home: Path) -> None:
 
 
 def test_misspelled_library_option_suggests_it(home: Path) -> None:
-    with pytest.warns(UnknownOptionWarning, match="did you mean 'max_threads'"):
-        run({**EXPLICIT, "max_thread": 4}, home)
+    with pytest.warns(UnknownOptionWarning, match="did you mean 'cancel_timeout'"):
+        run({**EXPLICIT, "cancel_timout": 4}, home)
 
 
 def test_unknown_option_in_profile_names_file(home: Path, sfdir: Path) -> None:
@@ -912,7 +911,7 @@ def test_connect_kwargs_are_known_to_installed_connector(home: Path, sfdir: Path
         '[dev]\naccount = "a"\nuser = "u"\nprivate_key_file_pwd = "pw"\n'
         'private_key = "k"\nport = "443"\nwarehouse = "w"\nrole = "r"\n',
     )
-    resolved = run({"connection_name": "dev", "max_threads": 2, "local_testing": False}, home)
+    resolved = run({"connection_name": "dev", "cancel_timeout": 2, "local_testing": False}, home)
     keys = set(resolved.connect_kwargs)
     assert not keys & LIBRARY_OPTIONS
     if int(snowflake.connector.__version__.split(".")[0]) < 5:

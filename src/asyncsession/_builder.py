@@ -102,8 +102,8 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         )
     else:
         release = None
-    kwargs = _connect_kwargs(config, app_tag)
     try:
+        kwargs = _connect_kwargs(config, app_tag)
         connection = await _login(driver, kwargs)
     except BaseException:
         if release is not None:

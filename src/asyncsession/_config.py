@@ -62,7 +62,6 @@ LIBRARY_OPTIONS: frozenset[str] = frozenset(
         "local_testing",
         "cancel_timeout",
         "max_concurrent_queries",
-        "max_threads",
         "silence_permission_warning",
     }
 )
@@ -464,7 +463,7 @@ def _validate_library_options(lib: dict[str, object]) -> dict[str, Any]:
                 or value <= 0
             ):
                 raise ConfigurationError(bad("a positive number of seconds (int or float)"))
-        elif key in ("max_concurrent_queries", "max_threads"):
+        elif key == "max_concurrent_queries":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(bad("a positive int"))
         elif key in ("local_testing", "silence_permission_warning"):

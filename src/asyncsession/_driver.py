@@ -105,11 +105,19 @@ _SYNC_REQUEST = re.compile(r"Executing sync query request_id=([0-9a-fA-F-]{36})"
 class _RequestIdCapture(logging.Filter):
     """Records the request id the 5.x core logs, per thread, and hides what we made visible."""
 
-    def __init__(self, user_level: int) -> None:
+    def __init__(self, core: logging.Logger) -> None:
         super().__init__()
-        self.user_level = user_level
+        self.core = core
+        self.forced_level: int | None = None
         self.waiting: dict[int, QueryHandle] = {}
         self.lock = threading.Lock()
+
+    def _intended_level(self) -> int:
+        # While the level is the one we forced, the user's is what they would inherit.
+        if self.forced_level is not None and self.core.level == self.forced_level:
+            parent = self.core.parent
+            return parent.getEffectiveLevel() if parent is not None else logging.WARNING
+        return self.core.getEffectiveLevel()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO and record.thread is not None:
@@ -118,8 +126,7 @@ class _RequestIdCapture(logging.Filter):
             if handle is not None and (m := _SYNC_REQUEST.search(record.getMessage())):
                 handle.request_id = m[1]
                 handle.request_id_known.set()
-        # We lowered the logger's level to see INFO; pass on only what the user asked for.
-        return record.levelno >= self.user_level
+        return record.levelno >= self._intended_level()
 
 
 class Connector5(Driver):
@@ -139,10 +146,12 @@ class Connector5(Driver):
             if cls._capture is not None:
                 return
             core = logging.getLogger(_CORE_LOGGER)
-            capture = _RequestIdCapture(core.getEffectiveLevel())
+            capture = _RequestIdCapture(core)
             core.addFilter(capture)
             if core.getEffectiveLevel() > logging.INFO:
+                # The core emits its request-id line only when INFO is enabled.
                 core.setLevel(logging.INFO)
+                capture.forced_level = logging.INFO
             cls._capture = capture
 
     def connect(self, kwargs: dict[str, Any]) -> Any:

@@ -41,12 +41,15 @@ async def local_connection_parameters() -> tuple[dict[str, Any], Callable[[], Aw
         _lock = anyio.Lock()
     lock = _lock
     async with lock:
-        if _emulator is None or not _emulator.is_running:
-            emulator = LocalSnowflake()
-            await run_blocking(emulator.start, anyio.CapacityLimiter(1))
-            _emulator = emulator
-        _users += 1
-        params = dict(_emulator.connection_parameters)
+        # Shielded (start is bounded by its own timeout): a cancelled caller must not
+        # leave a started emulator behind that nobody will stop.
+        with anyio.CancelScope(shield=True):
+            if _emulator is None or not _emulator.is_running:
+                emulator = LocalSnowflake()
+                await run_blocking(emulator.start, anyio.CapacityLimiter(1))
+                _emulator = emulator
+            _users += 1
+            params = dict(_emulator.connection_parameters)
     released = False
 
     async def release() -> None:
