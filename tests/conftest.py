@@ -59,3 +59,16 @@ async def until(predicate: Any, deadline: float = 10.0) -> Any:
         while not (value := predicate()):  # noqa: ASYNC110 - the state lives in another process or thread
             await anyio.sleep(0.005)
     return value
+
+
+@pytest.fixture(autouse=True)
+def _no_emulator_outlives_its_test() -> Iterator[None]:
+    """Every emulator a test starts is stopped by the end of that test."""
+    from asyncsession.testing import _launcher
+
+    before = set(_launcher._live)
+    yield
+    leaked = [e for e in set(_launcher._live) - before if e.is_running]
+    for emulator in leaked:
+        emulator.stop()
+    assert not leaked, f"emulator processes left running by the test: {leaked}"
