@@ -34,9 +34,11 @@ $(STAMP5): pyproject.toml Makefile
 demo: $(STAMP4)
 	$(PY4) examples/fanout.py
 
+LINT_PATHS := src tests examples $(wildcard benchmarks)
+
 lint: $(STAMP4)
-	$(VENV)/bin/ruff check src tests examples benchmarks
-	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy --strict src
 
 test4: $(STAMP4)

@@ -9,7 +9,6 @@ from the caller's cancellation, and bounded by ``cancel_timeout``.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -108,46 +107,51 @@ class QueryRegistry:
         return await self.abort_many([query], reason) == 0
 
     async def abort_many(self, queries: list[RunningQuery], reason: str) -> int:
-        """Abort ``queries`` concurrently; return how many could not be confirmed in time."""
-        pending = [q for q in queries if q.cancel_reason is None]
-        for query in pending:
-            query.cancel_reason = reason
-        if not pending:
+        """Abort ``queries`` concurrently; return how many could not be confirmed in time.
+
+        A query already being aborted (say, by ``cancel_all()`` when ``aclose()`` comes)
+        is not aborted twice, but is waited for all the same.
+        """
+        if not queries:
             return 0
-        unconfirmed: set[int] = {id(q) for q in pending}
-        deadline = anyio.current_time() + self.cancel_timeout
+        unconfirmed: set[int] = {id(q) for q in queries}
 
         async def abort_one(query: RunningQuery) -> None:
+            first = query.cancel_reason is None
+            if first:
+                query.cancel_reason = reason
             if query.call is not None and query.call.skip_if_not_started():
-                unconfirmed.discard(id(query))  # never reached the server
+                # It never reached the server: release its awaiter now.
+                if query.release is not None:
+                    query.release.cancel()
+                unconfirmed.discard(id(query))
                 return
             try:
-                await self._post_abort(query)
+                if first:
+                    await self._post_abort(query)
                 if query.call is not None:
                     await query.call.wait_finished()
                 unconfirmed.discard(id(query))
             except Exception as e:
                 logger.warning("aborting query %s failed: %s", query, e)
 
-        with anyio.CancelScope(
-            shield=True, deadline=deadline if math.isfinite(deadline) else math.inf
-        ):
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.cancel_timeout):
             async with anyio.create_task_group() as tg:
-                for query in pending:
+                for query in queries:
                     tg.start_soon(abort_one, query)
-        for query in pending:
-            if id(query) in unconfirmed and query.release is not None:
+        stuck = [q for q in queries if id(q) in unconfirmed]
+        for query in stuck:
+            if query.release is not None:
                 query.release.cancel()
-        if unconfirmed:
-            names = ", ".join(str(q) for q in pending if id(q) in unconfirmed)
+        if stuck:
             logger.warning(
                 "could not confirm within cancel_timeout=%gs that these queries were aborted "
                 "(%s): %s",
                 self.cancel_timeout,
                 reason,
-                names,
+                ", ".join(str(q) for q in stuck),
             )
-        return len(unconfirmed)
+        return len(stuck)
 
     async def _post_abort(self, query: RunningQuery) -> None:
         connection = self._connection()

@@ -1,0 +1,1 @@
+"""Benchmarks of asyncsession against its peers (see run.py)."""
