@@ -323,6 +323,33 @@ async def test_sync_endpoints_answer_while_50_queries_run(local_snowflake: Local
         assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
 
 
+@pytest.mark.anyio
+@both_backends
+async def test_queries_run_while_the_default_thread_pool_is_exhausted(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """Busy sync endpoints (every default token taken) do not stall Snowflake endpoints."""
+    app = example_app(local_snowflake)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    release = threading.Event()
+
+    async def hold_a_token() -> None:
+        await anyio.to_thread.run_sync(release.wait)
+
+    async with serve_in_process(app) as client, anyio.create_task_group() as tg:
+        try:
+            for _ in range(int(limiter.total_tokens)):
+                tg.start_soon(hold_a_token)
+            await until(lambda: limiter.available_tokens == 0)
+            with anyio.fail_after(10):
+                response = await client.get("/numbers", params={"below": 3})
+                assert response.json()[2] == {"N": 2, "SQUARE": 4}
+                lines = (await client.get("/numbers.ndjson", params={"n": 10})).text
+                assert len(lines.splitlines()) == 10
+        finally:
+            release.set()
+
+
 # ---- a real server and a real client --------------------------------------------------
 
 

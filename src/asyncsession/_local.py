@@ -21,7 +21,7 @@ _users = 0
 
 
 def _require_testing_extra() -> None:
-    if importlib.util.find_spec("fakesnow") is None and importlib.util.find_spec("uvicorn") is None:
+    if importlib.util.find_spec("fakesnow") is None or importlib.util.find_spec("uvicorn") is None:
         raise ConfigurationError(
             "local_testing needs the emulator: pip install 'asyncsession[testing]' "
             "(or set ASYNCSESSION_EMULATOR_PYTHON to a Python that has it)"

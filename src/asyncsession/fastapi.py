@@ -72,6 +72,8 @@ def snowflake_lifespan(
     app does not start if login fails) and closed at shutdown: queries still running
     are aborted on the server, then it logs out. ``lifespan`` (your own) runs inside,
     with the session already in ``app.state``; the state it yields is merged.
+    ``state_key``: the name in ``request.state`` and ``app.state`` (``get_session``
+    reads the default one; use another key for a second session).
     """
     if source is None:
         builder = SessionBuilder()
@@ -118,8 +120,12 @@ def _session_from(request: Request, state_key: str) -> AsyncSession:
     return session
 
 
-def get_session(request: Request) -> AsyncSession:
-    """FastAPI dependency: the session created by ``snowflake_lifespan``."""
+async def get_session(request: Request) -> AsyncSession:
+    """FastAPI dependency: the session created by ``snowflake_lifespan``.
+
+    ``async`` on purpose: FastAPI runs a sync dependency in anyio's default thread pool,
+    which belongs to the app's sync endpoints.
+    """
     return _session_from(request, DEFAULT_STATE_KEY)
 
 
