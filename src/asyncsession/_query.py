@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 import anyio
 
@@ -74,6 +74,11 @@ class SqlQuery:
     async def collect(self) -> list[Row]:
         """All rows, as ``Row`` objects."""
         return await self._run(lambda c: _rows(c, c.fetchall()), "collect a query")
+
+    @overload
+    async def first(self, n: None = None) -> Row | None: ...
+    @overload
+    async def first(self, n: int) -> list[Row]: ...
 
     async def first(self, n: int | None = None) -> Row | list[Row] | None:
         """The first row (``None`` if there is none), or the first ``n`` rows as a list."""
