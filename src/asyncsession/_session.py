@@ -146,8 +146,12 @@ class AsyncSession:
         consume: Callable[[Any], T],
         *,
         operation: str = "run a query",
+        keep_cursor: bool = False,
     ) -> T:
-        """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout."""
+        """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout.
+
+        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it fails.
+        """
         self._check_open(operation)
         query = self._registry.add(sql_text)
         driver = self._driver
@@ -157,9 +161,13 @@ class AsyncSession:
             cursor = self._connection.cursor()
             try:
                 driver.execute(cursor, query, params)
-                return consume(cursor)
-            finally:
+                result = consume(cursor)
+            except BaseException:
                 cursor.close()
+                raise
+            if not keep_cursor:
+                cursor.close()
+            return result
 
         return await self._registry.run(query, WorkerCall(work), self._query_limiter)
 
@@ -167,21 +175,9 @@ class AsyncSession:
         self, sql_text: str, params: Sequence[Any] | None, operation: str
     ) -> Any:
         """Execute and hand back the open cursor, for streaming its results."""
-        self._check_open(operation)
-        query = self._registry.add(sql_text)
-        driver = self._driver
-        driver.prepare(query)
-
-        def work() -> Any:
-            cursor = self._connection.cursor()
-            try:
-                driver.execute(cursor, query, params)
-            except BaseException:
-                cursor.close()
-                raise
-            return cursor
-
-        return await self._registry.run(query, WorkerCall(work), self._query_limiter)
+        return await self._run_query(
+            sql_text, params, lambda cursor: cursor, operation=operation, keep_cursor=True
+        )
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""
