@@ -52,5 +52,10 @@ test5: $(STAMP4) $(STAMP5)
 
 test: lint test4 test5
 
+# Benchmarks against the peers on the emulator; writes benchmarks/RESULTS.md and plots.
+BENCH_ARGS ?=
+bench: $(STAMP4) $(STAMP5)
+	$(PY4) -m benchmarks $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(VENV5) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache

@@ -28,8 +28,8 @@ def fmt(value: float | None, digits: int = 1, none: str = "never") -> str:
 
 def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}×"
+        return "-"
+    return f"{a / b:.2f}x"
 
 
 def metric(run: dict[str, Any], scenario: str, peer: str, key: str) -> float | None:
@@ -42,7 +42,7 @@ def metric(run: dict[str, Any], scenario: str, peer: str, key: str) -> float | N
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _runs(merged: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -57,12 +57,12 @@ def targets(merged: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             a = metric(run, "latency", ASYNCSESSION, "p50_ms")
             r = metric(run, "latency", RAW, "p50_ms")
             if a is not None and r is not None:
-                out.append(("`select 1` p50 ≤ 1.05× raw sync", gen, f"{a / r:.3f}×", a / r <= 1.05))
+                out.append(("`select 1` p50 ≤ 1.05x raw sync", gen, f"{a / r:.3f}x", a / r <= 1.05))
         if "fanout" in run["scenarios"]:
             a = metric(run, "fanout", ASYNCSESSION, "wall_s")
             aio = metric(run, "fanout", AIO, "wall_s")
             if a is not None and aio is not None:
-                out.append(("fan-out faster than 5.x aio", gen, f"{a / aio:.2f}× aio", a < aio))
+                out.append(("fan-out faster than 5.x aio", gen, f"{a / aio:.2f}x aio", a < aio))
             threads = metric(run, "fanout", ASYNCSESSION, "extra_threads")
             if threads is not None:
                 out.append(
@@ -131,14 +131,17 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         raw99 = metric(run, "latency", RAW, "p99_ms")
         rows = []
         for peer in sc["peers"]:
-            p50, p99 = metric(run, "latency", peer, "p50_ms"), metric(run, "latency", peer, "p99_ms")
+            p50, p99 = (
+                metric(run, "latency", peer, "p50_ms"),
+                metric(run, "latency", peer, "p99_ms"),
+            )
             rows.append([peer, ratio(p50, raw50), ratio(p99, raw99), fmt(p50), fmt(p99)])
         L.append(f"**{gen}** ({sc['params']['queries']} queries per repeat)")
         L.append("")
         L += table(["peer", "p50 / raw", "p99 / raw", "p50 ms", "p99 ms"], rows)
 
     L += [
-        "## 2. Fan-out: 200 × `SYSTEM$WAIT(1)` on one session/connection",
+        "## 2. Fan-out: 200 x `SYSTEM$WAIT(1)` on one session/connection",
         "",
         "Threads: peak OS threads of the process during the fan-out (sampled every 2 ms "
         "from `/proc/self/status`) minus the count before it.",
@@ -155,10 +158,10 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
             wall = metric(run, "fanout", peer, "wall_s")
             threads = metric(run, "fanout", peer, "extra_threads")
             rows.append(
-                [peer, ratio(wall, raw), ratio(wall, aio), fmt(wall, 2), fmt(threads, 0, "–")]
+                [peer, ratio(wall, raw), ratio(wall, aio), fmt(wall, 2), fmt(threads, 0, "-")]
             )
         p = sc["params"]
-        L.append(f"**{gen}** ({p['queries']} × `SYSTEM$WAIT({p['wait_s']:g})`)")
+        L.append(f"**{gen}** ({p['queries']} x `SYSTEM$WAIT({p['wait_s']:g})`)")
         L.append("")
         L += table(["peer", "wall / raw", "wall / aio", "wall s", "extra threads"], rows)
 
@@ -182,7 +185,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
             rows.append(
                 [
                     peer,
-                    fmt(metric(run, "cancel", peer, "abort_sent_ms"), 1, "–")
+                    fmt(metric(run, "cancel", peer, "abort_sent_ms"), 1, "-")
                     if peer == ASYNCSESSION
                     else "(inside the connector)"
                     if peer == AIO
@@ -238,7 +241,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
             )
         p = sc["params"]
         L.append(
-            f"**{gen}** ({p['queries']} × `{p['sql']}` running; asyncsession with "
+            f"**{gen}** ({p['queries']} x `{p['sql']}` running; asyncsession with "
             f"`max_concurrent_queries={p['queries']}` so all of them run on the server)"
         )
         L.append("")
@@ -247,8 +250,9 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
     L += [
         "## 6. Streaming `select range as n from range(N)`",
         "",
-        "Each measurement in a fresh process. Rows/s from `execute` to the last row; "
-        "RSS growth = peak RSS (`VmHWM`) minus RSS just before the query.",
+        "Each measurement in a fresh process. Rows/s from `execute` to the last row "
+        "(median of min(repeat, 2) runs: a 1 M-row run takes seconds); RSS growth = peak "
+        "RSS (`VmHWM`) minus RSS just before the query (the smaller size is run once).",
         "",
     ]
     pairs = {
@@ -269,9 +273,9 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
                     mode,
                     ratio(rps, ref),
                     fmt(rps, 0),
-                    fmt(metric(run, "stream", mode, "rss_growth_small_mb"), 1, "–"),
-                    fmt(metric(run, "stream", mode, "rss_growth_large_mb"), 1, "–"),
-                    fmt(metric(run, "stream", mode, "peak_rss_large_mb"), 0, "–"),
+                    fmt(metric(run, "stream", mode, "rss_growth_small_mb"), 1, "-"),
+                    fmt(metric(run, "stream", mode, "rss_growth_large_mb"), 1, "-"),
+                    fmt(metric(run, "stream", mode, "peak_rss_large_mb"), 0, "-"),
                 ]
             )
         L.append(f"**{gen}**")
@@ -288,7 +292,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
             rows,
         )
 
-    L += ["## 7. Import time (fresh interpreter, wall clock, median)", ""]
+    L += ["## 7. Import time (fresh interpreter, wall clock, median of N runs)", ""]
     rows = []
     for gen, run in runs:
         sc = run["scenarios"].get("import")
@@ -304,7 +308,15 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         ["connector", "snowflake.connector ms", "asyncsession ms", "asyncsession / connector"],
         rows,
     )
-    L.append("(Interpreter start-up, `python -c pass`, subtracted.)")
+    n = next(
+        (
+            r["scenarios"]["import"]["params"]["runs_per_repeat"]
+            for _, r in runs
+            if "import" in r["scenarios"]
+        ),
+        0,
+    )
+    L.append(f"(N = {n}; interpreter start-up, `python -c pass`, subtracted.)")
     L.append("")
     for image in images:
         L += [f"![{image}]({image})", ""]

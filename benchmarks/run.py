@@ -49,6 +49,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python5", default=str(DEFAULT_PYTHONS[5]), help="interpreter with 5.x")
     p.add_argument("--out", default=str(HERE), help="where RESULTS.md, plots, JSON go")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from OUT/results.json"
+    )
     p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -59,7 +62,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def run_generation(args: argparse.Namespace) -> dict[str, Any]:
     """Run the chosen scenarios with this interpreter's connector, on a private emulator."""
-
 
     from asyncsession.testing import LocalSnowflake
     from benchmarks import scenarios as sc
@@ -128,10 +130,18 @@ def run_other(gen: int, args: argparse.Namespace, python: str) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     own = own_generation()
+    if args.report_only:
+        from benchmarks.report import write_report
+
+        merged = json.loads((Path(args.out) / "results.json").read_text())
+        write_report(merged, Path(args.out), plots=not args.no_plots)
+        return merged
     if args.worker:
         Path(args.worker).write_text(json.dumps(run_generation(args)))
         return {}
-    wanted = [own] if args.generations == "current" else [int(g) for g in args.generations.split(",")]
+    wanted = (
+        [own] if args.generations == "current" else [int(g) for g in args.generations.split(",")]
+    )
     pythons = {4: args.python4, 5: args.python5}
     if own >= 5 and 4 in wanted and not os.environ.get(EMULATOR_ENV):
         os.environ[EMULATOR_ENV] = args.python4
@@ -144,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif Path(pythons[gen]).exists():
             runs[str(gen)] = run_other(gen, args, pythons[gen])
         else:
-            print(f"no interpreter for connector {gen}.x at {pythons[gen]}; skipped", file=sys.stderr)
+            print(
+                f"no interpreter for connector {gen}.x at {pythons[gen]}; skipped", file=sys.stderr
+            )
     merged = {
         "machine": {
             "nproc": os.cpu_count(),

@@ -54,7 +54,7 @@ class Sizes:
     def for_run(cls, quick: bool) -> Sizes:
         if quick:
             return cls(8, 8, 0.05, 0.3, 6, (0, 10_000), 1)
-        return cls(100, 200, 1.0, 3.0, 200, (100_000, 1_000_000), 5)
+        return cls(80, 200, 1.0, 3.0, 200, (100_000, 1_000_000), 5)
 
 
 @dataclass
@@ -180,7 +180,9 @@ def server_cleanup(ctx: Context, query_ids: list[str]) -> None:
             raw_query(conn, f"select system$cancel_query('{qid}')")
 
 
-def wait_running(ctx: Context, sql: str, count: int, exclude: set[str], timeout: float) -> list[str]:
+def wait_running(
+    ctx: Context, sql: str, count: int, exclude: set[str], timeout: float
+) -> list[str]:
     """Query ids of ``count`` new RUNNING queries with text ``sql`` (polls the emulator)."""
     deadline = time.monotonic() + timeout
     while True:
