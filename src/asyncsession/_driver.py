@@ -22,11 +22,15 @@ import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import snowflake.connector
 from snowflake.connector.errors import InterfaceError
 
 logger = logging.getLogger("asyncsession")
+
+#: How long the connector may retry posting one abort before giving up.
+ABORT_RETRY_SECONDS = 30
 
 
 def connector_major() -> int:
@@ -93,7 +97,12 @@ class Connector4(Driver):
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.request_id is not None:
-            connection._cancel_query(handle.sql_text, uuid.UUID(handle.request_id))
+            # What connection._cancel_query() sends, but with a bound on the connector's
+            # retries (else unbounded): an unreachable server must not keep this thread
+            # (and so the process) alive forever.
+            url = "/queries/v1/abort-request?" + urlencode({"requestId": str(uuid.uuid4())})
+            body = {"sqlText": handle.sql_text, "requestId": handle.request_id}
+            connection.rest.request(url, body, timeout=ABORT_RETRY_SECONDS)
         elif handle.query_id is not None:
             self.abort_query_id(connection, handle.query_id)
 
