@@ -18,6 +18,10 @@ import anyio.to_thread
 
 T = TypeVar("T")
 
+#: How often a canceller checks whether an abandoned worker has returned (adds at most
+#: this much to a cancelled await).
+DRAIN_POLL_SECONDS = 0.002
+
 
 class WorkerCall(Generic[T]):
     """One blocking call in a worker thread whose end can be awaited after abandonment."""
@@ -65,10 +69,8 @@ class WorkerCall(Generic[T]):
 
         Polls: this runs only while aborting, and polling needs nothing from the thread.
         """
-        gap = 0.001
         while not self._thread_done.is_set():
-            await anyio.sleep(gap)
-            gap = min(gap * 2, 0.02)
+            await anyio.sleep(DRAIN_POLL_SECONDS)
 
 
 async def run_blocking(fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
