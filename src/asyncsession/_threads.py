@@ -69,7 +69,7 @@ class WorkerCall(Generic[T]):
 
         Polls: this runs only while aborting, and polling needs nothing from the thread.
         """
-        while not self._thread_done.is_set():
+        while not self._thread_done.is_set():  # noqa: ASYNC110 - set by a thread
             await anyio.sleep(DRAIN_POLL_SECONDS)
 
 
