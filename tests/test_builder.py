@@ -28,7 +28,6 @@ from asyncsession import (
     SessionBuilder,
     UnknownOptionWarning,
     _config,
-    _driver,
     _local,
 )
 from asyncsession.testing import LocalSnowflake
@@ -521,14 +520,11 @@ def _record_texts(record: logging.LogRecord) -> Iterator[str]:
 
 
 @pytest.fixture
-def debug_everything(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Root logger at DEBUG, and the 5.x core's records not held back by our driver's filter."""
+def debug_everything(caplog: pytest.LogCaptureFixture) -> Any:
+    """Root logger at DEBUG; a level set on the 5.x core logger also passes our driver's filter."""
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="snowflake.connector")
     caplog.set_level(logging.DEBUG, logger="snowflake.connector._core")
-    capture = getattr(_driver.Connector5, "_capture", None)
-    if capture is not None:
-        monkeypatch.setattr(capture, "user_level", logging.DEBUG)
     return caplog
 
 

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     stop = threading.Event()
+    # Ctrl-C and SIGTERM both just ask the loop below to end (no KeyboardInterrupt races).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with LocalSnowflake(port=args.port, latency_ms=args.latency_ms) as emulator:
         print("Local Snowflake emulator running at", emulator.url)
         print("\nconnection parameters:")
@@ -31,10 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\nconnections.toml section:\n")
         print(emulator.connections_toml(args.connection_name))
         print("Press Ctrl-C to stop.", flush=True)
-        try:
-            while not stop.wait(0.5) and emulator.is_running:
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5) and emulator.is_running:
             pass
 
 
