@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import anyio
-from snowflake.connector.errors import ProgrammingError
+from snowflake.connector.errors import Error
 
-from ._errors import CANCELED_ERRNO, QueryCancelledError
+from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError
 from ._registry import RunningQuery
 from ._row import Row
+from ._threads import WorkerCall
 
 if TYPE_CHECKING:
     from ._session import AsyncSession
@@ -28,17 +29,32 @@ async def submit(session: AsyncSession, sql_text: str, params: Sequence[Any] | N
     session._check_open("submit a query")
     driver = session._driver
     connection = session.connection
+    registry = session._registry
+    # Tracked while it is being submitted, so that a cancelled collect_nowait(), a
+    # cancel_all() or an aclose() aborts it once its query id is known.
+    submission = registry.add(sql_text)
+    submission.submitting = True
 
     def work() -> str:
         cursor = connection.cursor()
         try:
-            return driver.submit(cursor, sql_text, params)
+            query_id: str = driver.submit(cursor, sql_text, params)
+            submission.query_id = query_id
+            return query_id
         finally:
             cursor.close()
 
     # The submission itself is one short round trip; the query id comes back with it.
-    query_id = await session._control(work)
-    return AsyncJob(session, session._registry.add(sql_text, query_id=query_id))
+    query_id = await registry.run(submission, WorkerCall(work), session._control_limiter)
+    if submission.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
+        raise QueryCancelledError(query_id, submission.cancel_reason)
+    # The same object goes on as the job's: an abort already planned for the submission
+    # (a cancel_all() whose abort task has not started yet) then aborts the job, and
+    # says why.
+    submission.submitting = False
+    submission.call = None
+    registry.track(submission)
+    return AsyncJob(session, submission)
 
 
 class AsyncJob:
@@ -99,6 +115,8 @@ class AsyncJob:
         except anyio.get_cancelled_exc_class():
             await session._registry.abort(self._query, "cancelled")
             raise
+        except Error as e:
+            self._reraise(e)
         session._registry.discard(self._query)
         if result_type == "no_result":
             await self._raise_if_failed()
@@ -119,8 +137,8 @@ class AsyncJob:
 
         try:
             return await session._in_thread(fetch)
-        except ProgrammingError as e:
-            raise self._translate(e) from e
+        except Error as e:
+            self._reraise(e)
 
     async def _wait_done(self) -> None:
         connection = self._session.connection
@@ -140,11 +158,20 @@ class AsyncJob:
             await self._session._control(
                 lambda: connection.get_query_status_throw_if_error(self._query_id)
             )
-        except ProgrammingError as e:
-            raise self._translate(e) from e
+        except Error as e:
+            self._reraise(e)
 
-    def _translate(self, error: ProgrammingError) -> Exception:
+    def _reraise(self, error: Error) -> NoReturn:
+        translated = self._translate(error)
+        if translated is error:
+            raise error
+        raise translated from error
+
+    def _translate(self, error: Error) -> Exception:
+        """Our error for a job aborted by us, or whose session was closed under it."""
         reason = self._query.cancel_reason
-        if reason is not None and error.errno == CANCELED_ERRNO:
+        if reason is not None and (error.errno == CANCELED_ERRNO or self._session.is_closed):
             return QueryCancelledError(self._query_id, reason)
+        if self._session.is_closed:
+            return SessionClosedError("wait for a job")
         return error

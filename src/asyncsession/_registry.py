@@ -41,6 +41,9 @@ class RunningQuery:
     call: WorkerCall[Any] | None = field(default=None, repr=False)
     #: Cancelled to release the awaiter when an abort cannot be confirmed in time.
     release: anyio.CancelScope | None = field(default=None, repr=False)
+    #: Submitted without waiting (``collect_nowait``): no request id of ours; the query
+    #: id comes back when ``call`` returns, so an abort waits for the call, then uses it.
+    submitting: bool = field(default=False, repr=False)
 
     def __str__(self) -> str:
         return self.query_id or f"(request {self.request_id})"
@@ -66,6 +69,10 @@ class QueryRegistry:
         query = RunningQuery(sql_text, query_id=query_id)
         self._running[id(query)] = query
         return query
+
+    def track(self, query: RunningQuery) -> None:
+        """Track ``query`` (again): a submission goes on as its job, the same object."""
+        self._running[id(query)] = query
 
     def discard(self, query: RunningQuery) -> None:
         self._running.pop(id(query), None)
@@ -127,10 +134,19 @@ class QueryRegistry:
                 unconfirmed.discard(id(query))
                 return
             try:
-                if first:
+                if query.submitting and query.call is not None:
+                    # Its id comes back with the submission; every aborter waits for it and
+                    # posts the abort (the first one may be too late for an aclose()).
+                    await query.call.wait_finished()
+                    if query.query_id is not None:
+                        await self._post_abort(query)
+                elif first:
                     await self._post_abort(query)
                 if query.call is not None:
                     await query.call.wait_finished()
+                else:
+                    # A job (tracked by id, no worker of ours): nothing else will discard it.
+                    self.discard(query)
                 unconfirmed.discard(id(query))
             except Exception as e:
                 logger.warning("aborting query %s failed: %s", query, e)

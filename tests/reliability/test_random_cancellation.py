@@ -1,0 +1,265 @@
+"""Seeded random cancellation: whatever moment a query is cancelled at, nothing keeps running.
+
+Each round starts a few concurrent operations on one session (slow and quick selects, jobs
+via ``collect_nowait``, streaming with ``to_local_iterator``) and cancels each at a random
+moment: before it is submitted, right after, while it runs, while its rows are fetched
+or streamed, through ``job.cancel()`` / ``cancel_all()``, or by closing the session under
+it. Then the server (the emulator's inspection API) must show no query of the session
+still running, and the session's own bookkeeping must be empty.
+
+The seed comes from ``ASYNCSESSION_SEED`` (else random) and is in every failure message:
+``ASYNCSESSION_SEED=<seed> pytest tests/reliability/test_random_cancellation.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
+from asyncsession.testing import LocalSnowflake
+from tests.conftest import both_backends, until
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+pytestmark = pytest.mark.anyio
+
+#: A query that must never end on its own during a round: if it is still RUNNING after
+#: the round, a cancellation left it behind.
+LONG_MS = 30_000
+STREAM_ROWS = 600
+KINDS = ("wait", "quick", "job", "stream")
+MOMENTS = ("none", "before", "submit", "running", "fetching", "job.cancel", "aclose", "cancel_all")
+
+
+def seed_from_env() -> int:
+    text = os.environ.get("ASYNCSESSION_SEED", "")
+    return int(text) if text.strip() else random.SystemRandom().randrange(2**32)
+
+
+@dataclass
+class Stats:
+    rounds: int = 0
+    operations: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class Failure(AssertionError):
+    pass
+
+
+async def checkpoints(n: int) -> None:
+    for _ in range(n):
+        await anyio.lowlevel.checkpoint()
+
+
+async def operation(
+    session: AsyncSession,
+    rng: random.Random,
+    kind: str,
+    moment: str,
+    where: str,
+    *,
+    closing: bool,
+    cancelling_all: bool,
+) -> str:
+    """Run one operation, cancelled at ``moment``; return how it ended (or raise Failure)."""
+    # A query that is going to be cancelled may be one that would run for minutes.
+    cancelled = moment in ("submit", "running", "aclose", "cancel_all") or (
+        moment == "job.cancel" and kind == "job"
+    )
+    long = cancelled and kind in ("wait", "job") and rng.random() < 0.7
+    ms = LONG_MS if long else rng.choice((0, 5, 50, 150))
+    wait_sql = f"select system$wait({ms}, 'MILLISECONDS')"
+    delay = rng.uniform(0, 0.15)
+    ticks = rng.randrange(0, 4)
+
+    async def body() -> None:
+        if kind == "wait":
+            rows = await session.sql(wait_sql).collect()
+            assert rows[0][0].startswith("waited"), rows
+        elif kind == "quick":
+            value = rng.randrange(1000)
+            rows = await session.sql("select ?", params=[value]).collect()
+            assert rows[0][0] == value, rows
+        elif kind == "job":
+            job = await session.sql(wait_sql).collect_nowait()
+            if moment == "job.cancel":
+                await anyio.sleep(delay)
+                await job.cancel()
+                try:
+                    await job.result()
+                except QueryCancelledError:
+                    return
+                # It may have finished before the abort arrived.
+                assert not long, f"{where}: a {LONG_MS} ms job survived job.cancel()"
+                return
+            rows = await job.result()
+            assert rows[0][0].startswith("waited"), rows
+        else:
+            n = 0
+            sql = f"select range as n from range({STREAM_ROWS})"
+            async with session.sql(sql).to_local_iterator(batch_rows=50) as stream:
+                async for row in stream:
+                    assert row[0] == n, (row, n)
+                    n += 1
+                    if moment == "fetching" and n == ticks * 50 + 10:
+                        await anyio.lowlevel.checkpoint()
+            assert n == STREAM_ROWS
+
+    try:
+        with anyio.CancelScope() as scope:
+            if moment == "before":
+                scope.cancel()
+                await body()
+            elif moment == "submit":
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(body)
+                        await checkpoints(ticks + 1)
+                        tg.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    if len(group.exceptions) == 1:
+                        raise group.exceptions[0] from None
+                    raise
+            elif moment in ("running", "fetching"):
+                scope.deadline = anyio.current_time() + delay
+                await body()
+            else:
+                await body()
+    except QueryCancelledError as e:
+        if not (closing or cancelling_all or moment == "job.cancel"):
+            raise Failure(f"{where}: unexpected {e!r}") from e
+        return "QueryCancelledError"
+    except SessionClosedError as e:
+        if not closing:
+            raise Failure(f"{where}: unexpected {e!r}") from e
+        return "SessionClosedError"
+    except Exception as e:
+        raise Failure(f"{where}: unexpected {type(e).__name__}: {e}") from e
+    if scope.cancelled_caught:
+        return "cancelled"
+    if long and moment in ("aclose", "cancel_all"):
+        raise Failure(f"{where}: a {LONG_MS} ms query completed despite {moment}")
+    return "ok"
+
+
+async def one(
+    session: AsyncSession,
+    kind: str,
+    moment: str,
+    what: str,
+    op_seed: int,
+    flags: tuple[bool, bool],
+    outcomes: list[str],
+) -> None:
+    closing, cancelling_all = flags
+    # Each operation has its own generator: the tasks interleave differently on each run.
+    rng = random.Random(op_seed)
+    outcome = await operation(
+        session, rng, kind, moment, what, closing=closing, cancelling_all=cancelling_all
+    )
+    outcomes.append(outcome)
+
+
+def mine_running(sf: LocalSnowflake, session_id: int) -> list[dict[str, Any]]:
+    return [q for q in sf.running_queries() if q["session_id"] == session_id]
+
+
+async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) -> Stats:
+    rng = random.Random(seed)
+    stats = Stats()
+    params = sf.connection_parameters
+    started = time.monotonic()
+    session: AsyncSession | None = None
+    try:
+        for index in range(rounds):
+            where = f"seed={seed} round={index}"
+            if session is None:
+                session = await Session.builder.configs({**params, "cancel_timeout": 5}).create()
+            sid = session.session_id
+            plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]
+            # The round ends by closing the session when any of its operations says so.
+            closing = any(m == "aclose" for _, m in plan) or rng.random() < 0.1
+            cancelling_all = any(m == "cancel_all" for _, m in plan)
+            outcomes: list[str] = []
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for i, (kind, moment) in enumerate(plan):
+                        what = f"{where} op={i} {kind}/{moment}"
+                        flags = (closing, cancelling_all)
+                        op_seed = rng.randrange(2**32)
+                        tg.start_soon(one, session, kind, moment, what, op_seed, flags, outcomes)
+                    if closing or cancelling_all:
+                        await anyio.sleep(rng.uniform(0, 0.2))
+                        if cancelling_all:
+                            await session.cancel_all()
+                        if closing:
+                            await session.aclose()
+                        # A query submitted after the cancel_all() must end too.
+                        if cancelling_all and not closing:
+                            await anyio.sleep(rng.uniform(0, 0.05))
+                            await session.cancel_all()
+            state = f"{where} plan={plan} outcomes={outcomes}"
+            assert session.running_queries == (), f"{state}: {session.running_queries}"
+            try:
+                await until(lambda sid=sid: not mine_running(sf, sid), 10)
+            except TimeoutError:
+                left = mine_running(sf, sid)
+                raise Failure(f"{state}: still running on the server: {left}") from None
+            if closing or session.is_closed:
+                assert session.is_closed, state
+                known = {s["session_id"] for s in sf.sessions()}
+                assert sid not in known, f"{state}: session still logged in after aclose()"
+                session = None
+            stats.rounds += 1
+            stats.operations += len(plan)
+            for outcome in outcomes:
+                stats.count(outcome)
+            if time.monotonic() - started > budget:
+                break
+    finally:
+        if session is not None:
+            await session.aclose()
+    return stats
+
+
+async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int) -> None:
+    seed = seed_from_env()
+    started = time.monotonic()
+    try:
+        stats = await run_rounds(sf, rounds, seed, budget)
+    except Failure as e:
+        raise AssertionError(f"{e} (reproduce with ASYNCSESSION_SEED={seed})") from e
+    except AssertionError as e:
+        raise AssertionError(f"seed={seed}: {e} (reproduce with ASYNCSESSION_SEED={seed})") from e
+    elapsed = time.monotonic() - started
+    print(
+        f"random cancellation: seed={seed} rounds={stats.rounds} operations={stats.operations} "
+        f"outcomes={stats.outcomes} in {elapsed:.1f}s"
+    )
+    assert stats.rounds >= min_rounds, f"seed={seed}: only {stats.rounds} rounds in {budget}s"
+
+
+@both_backends
+async def test_random_cancellation(local_snowflake: LocalSnowflake) -> None:
+    await check(local_snowflake, rounds=15, budget=18, min_rounds=10)
+
+
+@pytest.mark.slow
+@both_backends
+async def test_random_cancellation_soak(local_snowflake: LocalSnowflake) -> None:
+    await check(local_snowflake, rounds=1000, budget=280, min_rounds=1000)
