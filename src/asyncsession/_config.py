@@ -317,8 +317,21 @@ _STR_KEYS = frozenset(
         "role",
         "authenticator",
         "protocol",
+        "application",
     }
 )
+#: Pass-through options the connectors would reject with a raw TypeError/ValueError
+#: from the login thread: checked here so the error names the option.
+_INT_KEYS = frozenset(
+    {
+        "client_prefetch_threads",
+        "login_timeout",
+        "network_timeout",
+        "socket_timeout",
+        "client_session_keep_alive_heartbeat_frequency",
+    }
+)
+_MAPPING_KEYS = frozenset({"session_parameters"})
 
 #: Environment variables that silence the group/other-readable warning when set to
 #: ``true``: 5.x (Rust core) reads the first; 4.x reads the second, then the SPCS one,
@@ -503,6 +516,16 @@ def _check_value(key: str, value: object, where: str) -> object:
     if key in _STR_KEYS and not isinstance(value, str):
         raise ConfigurationError(
             f"option {key!r} in {where} must be a str; got {_describe(key, value)}"
+        )
+    if key in _INT_KEYS and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31
+    ):
+        raise ConfigurationError(
+            f"option {key!r} in {where} must be a non-negative int; got {_describe(key, value)}"
+        )
+    if key in _MAPPING_KEYS and not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"option {key!r} in {where} must be a dict (table); got {_describe(key, value)}"
         )
     if key == "port":
         port: int | None = None

@@ -198,13 +198,6 @@ async def test_create_gives_a_session_or_one_clear_error(
     check_outcome(await create_and_close(params))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: asyncsession passes connect() options through unchecked (None too), "
-    "so a wrongly typed session_parameters / *_timeout / application / "
-    "client_prefetch_threads raises the connector's raw TypeError/ValueError/OverflowError "
-    "from the login thread instead of a ConfigurationError naming the option",
-)
 @pytest.mark.parametrize(
     ("key", "value"),
     [
