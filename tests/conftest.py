@@ -7,13 +7,10 @@ import anyio
 import pytest
 import snowflake.connector
 
+from asyncsession._driver import connector_major
 from asyncsession.testing import LocalSnowflake
 
-CONNECTOR_MAJOR = (
-    int(snowflake.connector.__version__.split(".")[0])
-    if hasattr(snowflake.connector, "__version__")
-    else int(__import__("importlib.metadata").metadata.version("snowflake-connector-python")[0])
-)
+CONNECTOR_MAJOR = connector_major()
 
 
 def connect(params: dict[str, Any], **extra: Any) -> Any:

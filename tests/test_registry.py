@@ -38,6 +38,14 @@ async def collect_until_cancelled(session: AsyncSession, sql: str = LONG) -> Non
         await session.sql(sql).collect()
 
 
+async def collect_recording(session: AsyncSession, errors: list[BaseException]) -> None:
+    """Collect a long query; record the QueryCancelledError it ends with."""
+    try:
+        await session.sql(LONG).collect()
+    except QueryCancelledError as e:
+        errors.append(e)
+
+
 async def session_for(sf: LocalSnowflake, **options: Any) -> AsyncSession:
     return await Session.builder.configs({**sf.connection_parameters, **options}).create()
 
@@ -90,16 +98,9 @@ async def test_task_group_failure_aborts_siblings(local_snowflake: LocalSnowflak
 async def test_cancel_all_gives_query_cancelled_error(local_snowflake: LocalSnowflake) -> None:
     async with await session_for(local_snowflake) as session:
         errors: list[BaseException] = []
-
-        async def run() -> None:
-            try:
-                await session.sql(LONG).collect()
-            except QueryCancelledError as e:
-                errors.append(e)
-
         async with anyio.create_task_group() as tg:
             for _ in range(3):
-                tg.start_soon(run)
+                tg.start_soon(collect_recording, session, errors)
             await wait_running(local_snowflake, session, 3)
             await session.cancel_all()
         assert len(errors) == 3
@@ -133,16 +134,9 @@ async def test_aclose_aborts_everything_and_logs_out(local_snowflake: LocalSnowf
     session = await session_for(local_snowflake)  # plain create(), no context manager
     session_id = session.session_id
     outcomes: list[BaseException] = []
-
-    async def run() -> None:
-        try:
-            await session.sql(LONG).collect()
-        except QueryCancelledError as e:
-            outcomes.append(e)
-
     async with anyio.create_task_group() as tg:
         for _ in range(10):
-            tg.start_soon(run)
+            tg.start_soon(collect_recording, session, outcomes)
         job = await session.sql(LONG).collect_nowait()
         await wait_running(local_snowflake, session, 11)
         await session.aclose()

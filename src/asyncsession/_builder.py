@@ -126,8 +126,7 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
 
 async def _resolve_in_thread(options: dict[str, object]) -> ResolvedConfig:
     # Reads files: keep it off the event loop. Warnings raised there reach the caller.
-    limiter = anyio.CapacityLimiter(1)
-    return await WorkerCall(lambda: resolve(options)).start(limiter)
+    return await run_blocking(lambda: resolve(options), anyio.CapacityLimiter(1))
 
 
 def _connect_kwargs(config: ResolvedConfig, app_tag: str | None) -> dict[str, Any]:

@@ -77,21 +77,21 @@ class AsyncJob:
     def session(self) -> AsyncSession:
         return self._session
 
+    async def _poll(self) -> tuple[str, bool]:
+        """One status round trip: (status name, ended); an ended job leaves the registry."""
+        connection = self._session.connection
+        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
+        ended = not connection.is_still_running(status)
+        if ended:
+            self._session._registry.discard(self._query)
+        return str(status.name), bool(ended)
+
     async def status(self) -> str:
         """The server's status name: RUNNING, QUEUED, SUCCESS, FAILED_WITH_ERROR, ABORTED, …"""
-        connection = self._session.connection
-        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
-        if not connection.is_still_running(status):
-            self._session._registry.discard(self._query)
-        return str(status.name)
+        return (await self._poll())[0]
 
     async def is_done(self) -> bool:
-        connection = self._session.connection
-        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
-        done = not connection.is_still_running(status)
-        if done:
-            self._session._registry.discard(self._query)
-        return bool(done)
+        return (await self._poll())[1]
 
     async def cancel(self) -> None:
         """Abort the query on the server; ``result()`` then raises QueryCancelledError."""
@@ -141,14 +141,8 @@ class AsyncJob:
             self._reraise(e)
 
     async def _wait_done(self) -> None:
-        connection = self._session.connection
         gap = POLL_FIRST
-        while True:
-            status = await self._session._control(
-                lambda: connection.get_query_status(self._query_id)
-            )
-            if not connection.is_still_running(status):
-                return
+        while not (await self._poll())[1]:
             await anyio.sleep(gap)
             gap = min(gap * POLL_GROWTH, POLL_MAX)
 

@@ -7,6 +7,7 @@ closes.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,8 +32,6 @@ def _require_testing_extra() -> None:
 async def local_connection_parameters() -> tuple[dict[str, Any], Callable[[], Awaitable[None]]]:
     """Start (or share) the embedded emulator; return its parameters and a release callback."""
     global _lock, _emulator, _users
-    import os
-
     from .testing import LocalSnowflake
 
     if not os.environ.get("ASYNCSESSION_EMULATOR_PYTHON"):

@@ -217,26 +217,24 @@ class AsyncSession:
         self._query_tag = tag or None
 
     async def get_current_database(self) -> str | None:
-        return _unquoted(
-            await self._scalar("select current_database()", "get the current database")
-        )
+        return _as_text(await self._scalar("select current_database()", "get the current database"))
 
     async def get_current_schema(self) -> str | None:
-        return _unquoted(await self._scalar("select current_schema()", "get the current schema"))
+        return _as_text(await self._scalar("select current_schema()", "get the current schema"))
 
     async def get_current_warehouse(self) -> str | None:
-        return _unquoted(
+        return _as_text(
             await self._scalar("select current_warehouse()", "get the current warehouse")
         )
 
     async def get_current_role(self) -> str | None:
-        return _unquoted(await self._scalar("select current_role()", "get the current role"))
+        return _as_text(await self._scalar("select current_role()", "get the current role"))
 
     async def get_current_account(self) -> str | None:
-        return _unquoted(await self._scalar("select current_account()", "get the current account"))
+        return _as_text(await self._scalar("select current_account()", "get the current account"))
 
     async def get_current_user(self) -> str | None:
-        return _unquoted(await self._scalar("select current_user()", "get the current user"))
+        return _as_text(await self._scalar("select current_user()", "get the current user"))
 
     async def use_database(self, name: str) -> None:
         await self._use("database", name)
@@ -317,7 +315,7 @@ def _ignore(cursor: Any) -> None:
     return None
 
 
-def _unquoted(value: Any) -> str | None:
+def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 

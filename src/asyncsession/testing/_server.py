@@ -238,8 +238,7 @@ class Emulator:
         if request.query_params.get("delete", "").lower() == "true":
             self.registry.delete_session(session)
             # Queries keep running after logout, as on Snowflake: the client must abort them.
-            if not self.registry.running(session.session_id):
-                self.engine.close_session(session)
+            self.release_engine_if_idle(session)
         return _reply()
 
     async def heartbeat(self, request: Request) -> Response:
@@ -320,10 +319,14 @@ class Emulator:
                 timer.cancel()
             session.last_query_ids.append(query.query_id)
             del session.last_query_ids[:-100]
-            if session.session_id not in self.registry.sessions and not self.registry.running(
-                session.session_id
-            ):
-                self.engine.close_session(session)
+            self.release_engine_if_idle(session)
+
+    def release_engine_if_idle(self, session: Session) -> None:
+        """Close a logged-out session's SQL connections once its last query has ended."""
+        if session.session_id not in self.registry.sessions and not self.registry.running(
+            session.session_id
+        ):
+            self.engine.close_session(session)
 
     async def execute(self, query: Query, bindings: Any) -> dict[str, Any]:
         sql_text, session = query.sql_text, query.session
