@@ -993,3 +993,14 @@ def test_tomli_fallback() -> None:  # pragma: no cover
     import importlib
 
     assert getattr(_config, "tomllib") is importlib.import_module("tomli")  # noqa: B009
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "3", 2.0, 2**31])
+def test_retry_max_attempts_must_be_a_positive_int(home: Path, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"'retry_max_attempts' .* positive int"):
+        run({**EXPLICIT, "retry_max_attempts": value}, home)
+
+
+def test_retry_max_attempts_passes_to_the_driver(home: Path) -> None:
+    resolved = run({**EXPLICIT, "retry_max_attempts": 2}, home)
+    assert resolved.connect_kwargs["retry_max_attempts"] == 2

@@ -331,6 +331,8 @@ _INT_KEYS = frozenset(
         "client_session_keep_alive_heartbeat_frequency",
     }
 )
+#: Counts where 0 makes no sense (5.x: total attempts, 1 = no retry; 4.x: ours, see _driver).
+_POSITIVE_INT_KEYS = frozenset({"retry_max_attempts"})
 _MAPPING_KEYS = frozenset({"session_parameters"})
 
 #: Environment variables that silence the group/other-readable warning when set to
@@ -522,6 +524,12 @@ def _check_value(key: str, value: object, where: str) -> object:
     ):
         raise ConfigurationError(
             f"option {key!r} in {where} must be a non-negative int; got {_describe(key, value)}"
+        )
+    if key in _POSITIVE_INT_KEYS and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31
+    ):
+        raise ConfigurationError(
+            f"option {key!r} in {where} must be a positive int; got {_describe(key, value)}"
         )
     if key in _MAPPING_KEYS and not isinstance(value, Mapping):
         raise ConfigurationError(

@@ -18,19 +18,28 @@ import importlib.metadata
 import json
 import logging
 import re
+import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import snowflake.connector
-from snowflake.connector.errors import InterfaceError
+from snowflake.connector.errors import InterfaceError, OperationalError
 
 logger = logging.getLogger("asyncsession")
 
 #: How long the connector may retry posting one abort before giving up.
 ABORT_RETRY_SECONDS = 30
+
+#: 4.x's errno for a request that could not be made (``errorcode.ER_FAILED_TO_REQUEST``;
+#: that module is gone in 5.x).
+ER_FAILED_TO_REQUEST = 250003
+
+#: Attempts of one failing request before the call raises (5.x's own default for its
+#: ``retry_max_attempts``; 4.x has no such bound, so the 4.x driver adds it).
+DEFAULT_RETRY_MAX_ATTEMPTS = 6
 
 
 def connector_major() -> int:
@@ -83,8 +92,63 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "''")
 
 
+class _BoundedBackoff:
+    """A 4.x backoff iterator that ends the connector's retries of one request.
+
+    4.x retries a failing request (connection refused, 5xx) until ``network_timeout``,
+    which is infinite by default and, when set, is also a time limit on every query. Its
+    retry loop asks the connection's ``backoff_policy`` for one iterator per request and
+    calls ``next()`` once as the request starts, then once per failed attempt before the
+    next one: raising from ``next()`` ends the loop with that error.
+    """
+
+    def __init__(self, inner: Iterator[Any], max_attempts: int) -> None:
+        self._inner = inner
+        self._max_attempts = max_attempts
+        self._calls = 0
+
+    def __iter__(self) -> _BoundedBackoff:
+        return self
+
+    def __next__(self) -> Any:
+        self._calls += 1
+        if self._calls > self._max_attempts:
+            raise _gave_up(self._max_attempts, sys.exc_info()[1])
+        if self._calls == self._max_attempts:
+            return 0  # no sleep before the failure that ends the loop
+        return next(self._inner)
+
+
+def _gave_up(attempts: int, handled: BaseException | None) -> OperationalError:
+    # The connector calls next() while handling its RetryRequest(cause).
+    cause = handled.args[0] if handled is not None and handled.args else handled
+    reason = f": {cause}" if cause is not None else ""
+    return OperationalError(
+        msg=f"request failed after {attempts} attempts{reason} "
+        "(asyncsession option 'retry_max_attempts' sets how many)",
+        errno=ER_FAILED_TO_REQUEST,
+    )
+
+
+def bounded_backoff_policy(
+    policy: Callable[[], Iterator[Any]], max_attempts: int
+) -> Callable[[], Iterator[Any]]:
+    def make() -> Iterator[Any]:
+        return _BoundedBackoff(policy(), max_attempts)
+
+    return make
+
+
 class Connector4(Driver):
     generation = 4
+
+    def connect(self, kwargs: dict[str, Any]) -> Any:
+        from snowflake.connector.connection import DEFAULT_BACKOFF_POLICY
+
+        attempts = kwargs.pop("retry_max_attempts", None) or DEFAULT_RETRY_MAX_ATTEMPTS
+        policy = kwargs.get("backoff_policy") or DEFAULT_BACKOFF_POLICY
+        kwargs["backoff_policy"] = bounded_backoff_policy(policy, attempts)
+        return snowflake.connector.connect(**kwargs)
 
     def prepare(self, handle: QueryHandle) -> None:
         # Chosen up front, so an abort can be sent whenever the task is cancelled.

@@ -16,7 +16,7 @@ from snowflake.connector.errors import Error, OperationalError, ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import CONNECTOR_MAJOR, both_backends, until
+from tests.conftest import both_backends, until
 from tests.test_registry import session_for, wait_running
 
 pytestmark = pytest.mark.anyio
@@ -66,15 +66,10 @@ async def test_a_non_retryable_status_is_a_clear_error_at_once(sf: LocalSnowflak
         assert (await session.sql("select 1").collect())[0][0] == 1  # still usable
 
 
-@pytest.mark.skipif(
-    CONNECTOR_MAJOR < 5,
-    reason="connector 4.x retries a 5xx query-request with backoff until network_timeout, "
-    "which is infinite by default (a burst of 10 x 503 costs ~30 s, a persistent one hangs); "
-    "setting network_timeout also arms 4.x's per-query cancellation timer",
-)
 async def test_a_persistent_5xx_burst_is_a_clear_error(sf: LocalSnowflake) -> None:
-    # 5.x gives up after 6 attempts (~5 s): OperationalError 000004 naming the status.
-    async with await session_for(sf) as session:
+    # 5.x gives up after retry_max_attempts (~1 s here): OperationalError 000004 naming the
+    # status. 4.x alone would retry forever; asyncsession bounds it the same way.
+    async with await session_for(sf, retry_max_attempts=3) as session:
         sf.fail_next(QUERY_REQUEST, 503, count=1000)
         started = time.monotonic()
         with anyio.fail_after(30), pytest.raises(OperationalError, match="503") as info:
@@ -106,17 +101,10 @@ async def test_expired_session_token_is_renewed(sf: LocalSnowflake) -> None:
 # ---- a dead, then restarted, server ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    CONNECTOR_MAJOR < 5,
-    strict=True,
-    reason="connector 4.x retries a refused query-request (connection refused) with backoff "
-    "until network_timeout, infinite by default: the awaiting call hangs (no error after 45 s "
-    "seen); asyncsession has no bound of its own on a query that never reaches the server",
-)
 async def test_killed_server_mid_query_is_a_clear_error_not_a_hang(
     emulator: LocalSnowflake,
 ) -> None:
-    session = await session_for(emulator, cancel_timeout=1)
+    session = await session_for(emulator, cancel_timeout=1, retry_max_attempts=3)
     in_flight: list[Any] = []
     try:
 
@@ -134,9 +122,9 @@ async def test_killed_server_mid_query_is_a_clear_error_not_a_hang(
                 errors.append(e)
 
         started = time.monotonic()
-        # 5.x: OperationalError 000004 "... Connection refused" after its retries (3-10 s
-        # seen). 4.x never answers (no error after 45 s seen): a shorter wait shows it.
-        with anyio.fail_after(30 if CONNECTOR_MAJOR >= 5 else 10):
+        # OperationalError after 3 attempts: 5.x 000004 "... Connection refused"; 4.x (bounded
+        # by asyncsession) 250003 "request failed after 3 attempts: ... Connection refused".
+        with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(kill_when_running)
                 await query()
