@@ -137,6 +137,42 @@ def test_connect_options_cover_installed_connector() -> None:
     assert _config._connector_major() == major
 
 
+def test_option_types_agree_with_installed_connector() -> None:
+    """Every option we type-check has that type in the installed connector's catalogue."""
+    import typing
+
+    from asyncsession import _options
+
+    tables = {
+        bool: _options.BOOL_OPTIONS,
+        int: _options.INT_OPTIONS | _options.POSITIVE_INT_OPTIONS,
+        str: _options.STR_OPTIONS,
+        float: _options.FLOAT_OPTIONS,
+    }
+    if _config._connector_major() < 5:
+        from snowflake.connector.connection import DEFAULT_CONFIGURATION
+
+        def accepted(key: str) -> set[type] | None:
+            if key not in DEFAULT_CONFIGURATION:
+                return None
+            types = DEFAULT_CONFIGURATION[key][1]
+            return set(types if isinstance(types, tuple) else (types,)) - {type(None)}
+    else:
+        from snowflake.connector.connection_config import ConnectionConfig
+
+        hints = typing.get_type_hints(ConnectionConfig)
+
+        def accepted(key: str) -> set[type] | None:
+            if key not in hints:
+                return None
+            return set(typing.get_args(hints[key]) or (hints[key],)) - {type(None)}
+
+    for expected, keys in tables.items():
+        for key in keys:
+            got = accepted(key)
+            assert got is None or got == {expected}, (key, expected, got)
+
+
 # --- normalize_options / redact / repr -------------------------------------------------
 
 
@@ -930,7 +966,8 @@ def test_connect_kwargs_are_known_to_installed_connector(home: Path, sfdir: Path
 
 
 def _random_value(rng: random.Random, secret: bool) -> object:
-    pick = rng.randrange(9)
+    # Secrets are str-typed options: give them a str often enough to pass the type check.
+    pick = rng.randrange(9) if not secret or rng.random() < 0.5 else 8
     if pick == 0:
         return None
     if pick == 1:
@@ -953,7 +990,8 @@ def test_fuzz_resolve_only_raises_configuration_error(home: Path) -> None:
     keys = [*sorted(LIBRARY_OPTIONS | SECRET_KEYS), *extra, "PaSsWoRd"]
     outcomes = {"ok": 0, "error": 0}
     for _ in range(400):
-        options: dict[str, object] = {}
+        # Half the time with an account, else "no account" would be most outcomes.
+        options: dict[str, object] = {"account": "a"} if rng.random() < 0.5 else {}
         for _ in range(rng.randrange(6)):
             key = rng.choice(keys)
             key = "".join(c.upper() if rng.random() < 0.3 else c for c in key)

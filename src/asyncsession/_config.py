@@ -40,6 +40,15 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from ._errors import ConfigurationError
+from ._options import (
+    BOOL_OPTIONS,
+    CONNECT_OPTIONS,
+    FLOAT_OPTIONS,
+    INT_OPTIONS,
+    MAPPING_OPTIONS,
+    POSITIVE_INT_OPTIONS,
+    STR_OPTIONS,
+)
 
 __all__ = [
     "CONNECT_OPTIONS",
@@ -95,245 +104,8 @@ _SECRET_KEY_HINTS = ("pass", "word", "pwd", "secret", "token", "credential", "pr
 #: Longest str value accepted for any option except ``private_key``.
 MAX_OPTION_LENGTH = 64 * 1024
 
-#: Every ``connect()`` option either connector generation knows, lower-case. Generated
-#: from snowflake-connector-python 4.8.1 ``connection.DEFAULT_CONFIGURATION`` (plus the
-#: ``insecure_mode``/``sequence_counter`` kwargs its ``__init__``/``__config`` handle)
-#: united with 5.2.0 ``connection_config.ConnectionConfig`` fields (incl. the mixin's
-#: Python-only fields) and its ``_ALIAS_MAP``, ``_LEGACY_REWRITES``,
-#: ``_DEPRECATED_REWRITES``, ``_UNSUPPORTED_PARAMS``, ``_SILENTLY_IGNORED_PARAMS``,
-#: ``_REJECTED_PARAMS``, ``config`` and the fanned-out legacy names. ``connection_name``
-#: and ``connections_file_path`` are library options here and are left out.
-CONNECT_OPTIONS: frozenset[str] = frozenset(
-    {
-        "account",
-        "allow_certificates_without_crl_url",
-        "allow_empty_proxy",
-        "application",
-        "arrow_number_to_decimal",
-        "auth_class",
-        "authentication_timeout",
-        "authenticator",
-        "auto_cleanup",
-        "autocommit",
-        "backoff_policy",
-        "cert_revocation_check_mode",
-        "check_arrow_conversion_error_on_every_column",
-        "client_app_id",
-        "client_app_version",
-        "client_fetch_threads",
-        "client_fetch_use_mp",
-        "client_memory_limit",
-        "client_metadata_request_use_connection_ctx",
-        "client_out_of_band_telemetry_enabled",
-        "client_prefetch_threads",
-        "client_request_mfa_token",
-        "client_session_keep_alive",
-        "client_session_keep_alive_heartbeat_frequency",
-        "client_store_temporary_credential",
-        "client_timestamp_type_mapping",
-        "config",
-        "connect_timeout",
-        "connection_diag_allowlist_path",
-        "connection_diag_log_path",
-        "connection_diag_whitelist_path",
-        "consent_cache_id_token",
-        "converter_class",
-        "crl_allow_certificates_without_crl_url",
-        "crl_cache_cleanup_interval",
-        "crl_cache_cleanup_interval_hours",
-        "crl_cache_dir",
-        "crl_cache_removal_delay_days",
-        "crl_cache_start_cleanup",
-        "crl_cache_validity_hours",
-        "crl_check_mode",
-        "crl_connection_timeout",
-        "crl_connection_timeout_ms",
-        "crl_download_max_size",
-        "crl_enable_disk_caching",
-        "crl_enable_memory_caching",
-        "crl_http_timeout",
-        "crl_max_download_size",
-        "crl_on_disk_cache_removal_delay",
-        "crl_read_timeout_ms",
-        "crl_unsafe_skip_file_permissions_check",
-        "crl_validity_time",
-        "custom_root_store_path",
-        "database",
-        "debug_arrow_chunk",
-        "disable_console_login",
-        "disable_ocsp_checks",
-        "disable_parallel_user_prompt",
-        "disable_query_context_cache",
-        "disable_request_pooling",
-        "disable_saml_url_check",
-        "dsn",
-        "enable_connection_diag",
-        "enable_crl_cache",
-        "enable_crl_file_cache",
-        "enable_crl_memory_cache",
-        "enable_retry_reason_in_query_response",
-        "enable_server_session_keep_alive_auto_detection",
-        "enable_stage_s3_privatelink_for_us_east_1",
-        "external_browser_timeout",
-        "external_session_id",
-        "force_microsecond_precision",
-        "gcs_use_downscoped_credential",
-        "host",
-        "include_retry_reason",
-        "inject_client_pause",
-        "insecure_mode",
-        "internal_application_name",
-        "internal_application_version",
-        "interpolate_empty_sequences",
-        "iobound_tpe_limit",
-        "json_result_force_utf8_decoding",
-        "jwt_timeout",
-        "log_imported_packages",
-        "log_imported_packages_in_telemetry",
-        "log_max_query_length",
-        "log_query_parameters",
-        "log_query_text",
-        "login_timeout",
-        "logout_error_strategy",
-        "logout_max_attempts",
-        "logout_request_timeout_seconds",
-        "logout_total_timeout_seconds",
-        "master_token",
-        "master_validity_in_seconds",
-        "max_tls_version",
-        "mfa_callback",
-        "min_tls_version",
-        "network_timeout",
-        "no_proxy",
-        "numpy",
-        "oauth_authorization_url",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_credentials_in_body",
-        "oauth_disable_console_login",
-        "oauth_disable_pkce",
-        "oauth_enable_dpop",
-        "oauth_enable_refresh_tokens",
-        "oauth_enable_single_use_refresh_tokens",
-        "oauth_redirect_uri",
-        "oauth_scope",
-        "oauth_socket_uri",
-        "oauth_token_request_url",
-        "ocsp_fail_open",
-        "ocsp_response_cache_filename",
-        "ocsp_root_certs_dict_lock_timeout",
-        "okta_username",
-        "paramstyle",
-        "passcode",
-        "passcode_in_password",
-        "passcodeinpassword",
-        "password",
-        "password_callback",
-        "platform_detection_timeout_seconds",
-        "port",
-        "preserve_underscores_in_hostname",
-        "private_key",
-        "private_key_file",
-        "private_key_file_pwd",
-        "private_key_passphrase",
-        "private_key_password",
-        "probe_connection",
-        "protocol",
-        "proxy",
-        "proxy_host",
-        "proxy_password",
-        "proxy_port",
-        "proxy_scheme",
-        "proxy_user",
-        "put_get_max_attempts",
-        "query_tag",
-        "query_timeout",
-        "region",
-        "request_timeout",
-        "reraise_error_in_file_transfer_work_function",
-        "retry_backoff_base_ms",
-        "retry_backoff_cap_ms",
-        "retry_backoff_factor",
-        "retry_backoff_jitter",
-        "retry_extra_status_codes",
-        "retry_max_attempts",
-        "retry_timeout",
-        "reuse_results",
-        "role",
-        "schema",
-        "secondary_roles",
-        "sequence_counter",
-        "serialize_session_operations",
-        "server_session_keep_alive",
-        "server_url",
-        "service_name",
-        "session_id",
-        "session_parameters",
-        "session_token",
-        "skip_file_permissions_check",
-        "snowflake_server_dop_cap_for_file_transfer",
-        "socket_timeout",
-        "ssl",
-        "support_negative_year",
-        "timezone",
-        "tls_skip_verify",
-        "token",
-        "token_file_path",
-        "unsafe_file_write",
-        "unsafe_skip_config_file_permissions_check",
-        "unsafe_skip_file_permissions_check",
-        "use_core_arrow",
-        "use_current_catalog",
-        "use_openssl_only",
-        "use_proxy_env",
-        "use_s3_regional_url",
-        "user",
-        "validate_default_parameters",
-        "verify_certificates",
-        "verify_hostname",
-        "warehouse",
-        "wif_host",
-        "workload_identity_aws_use_outbound_token",
-        "workload_identity_entra_resource",
-        "workload_identity_host",
-        "workload_identity_impersonation_path",
-        "workload_identity_provider",
-    }
-)
-
 #: Explicit keys that say "where to connect"; any of them disables the default profile.
 _WHERE_KEYS = ("account", "host", "server_url")
-
-#: Well-known keys whose TOML/explicit values must have these types.
-_STR_KEYS = frozenset(
-    {
-        "account",
-        "user",
-        "host",
-        "password",
-        "database",
-        "schema",
-        "warehouse",
-        "role",
-        "authenticator",
-        "protocol",
-        "application",
-    }
-)
-#: Pass-through options the connectors would reject with a raw TypeError/ValueError
-#: from the login thread: checked here so the error names the option.
-_INT_KEYS = frozenset(
-    {
-        "client_prefetch_threads",
-        "login_timeout",
-        "network_timeout",
-        "socket_timeout",
-        "client_session_keep_alive_heartbeat_frequency",
-    }
-)
-#: Counts where 0 makes no sense (5.x: total attempts, 1 = no retry; 4.x: ours, see _driver).
-_POSITIVE_INT_KEYS = frozenset({"retry_max_attempts"})
-_MAPPING_KEYS = frozenset({"session_parameters"})
 
 #: Environment variables that silence the group/other-readable warning when set to
 #: ``true``: 5.x (Rust core) reads the first; 4.x reads the second, then the SPCS one,
@@ -515,25 +287,10 @@ def _check_value(key: str, value: object, where: str) -> object:
     _check_length(key, value, where)
     if value is None:
         return value
-    if key in _STR_KEYS and not isinstance(value, str):
+    expected = _expected_type(key, value)
+    if expected is not None:
         raise ConfigurationError(
-            f"option {key!r} in {where} must be a str; got {_describe(key, value)}"
-        )
-    if key in _INT_KEYS and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31
-    ):
-        raise ConfigurationError(
-            f"option {key!r} in {where} must be a non-negative int; got {_describe(key, value)}"
-        )
-    if key in _POSITIVE_INT_KEYS and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31
-    ):
-        raise ConfigurationError(
-            f"option {key!r} in {where} must be a positive int; got {_describe(key, value)}"
-        )
-    if key in _MAPPING_KEYS and not isinstance(value, Mapping):
-        raise ConfigurationError(
-            f"option {key!r} in {where} must be a dict (table); got {_describe(key, value)}"
+            f"option {key!r} in {where} must be {expected}; got {_describe(key, value)}"
         )
     if key == "port":
         port: int | None = None
@@ -548,6 +305,29 @@ def _check_value(key: str, value: object, where: str) -> object:
             )
         return port
     return value
+
+
+def _int_from(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < 2**31
+
+
+def _expected_type(key: str, value: object) -> str | None:
+    """What ``value`` of a typed option should have been, or None if it is fine."""
+    if key in STR_OPTIONS and not isinstance(value, str):
+        return "a str"
+    if key in BOOL_OPTIONS and not isinstance(value, bool):
+        return "a bool (true or false)"
+    if key in INT_OPTIONS and not _int_from(value, 0):
+        return "a non-negative int"
+    if key in POSITIVE_INT_OPTIONS and not _int_from(value, 1):
+        return "a positive int"
+    if key in FLOAT_OPTIONS and not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ):
+        return "a finite number"
+    if key in MAPPING_OPTIONS and not isinstance(value, Mapping):
+        return "a dict (table)"
+    return None
 
 
 def _suggest(key: str) -> str:

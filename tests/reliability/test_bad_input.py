@@ -205,6 +205,13 @@ async def test_create_gives_a_session_or_one_clear_error(
         ("session_parameters", "abc"),  # both: ValueError
         ("client_prefetch_threads", "abc"),  # 4.x TypeError, 5.x ValueError
         ("client_prefetch_threads", float("nan")),  # both: ValueError
+        ("client_fetch_threads", "x"),  # 4.x TypeError from the login thread
+        ("crl_cache_dir", 12345),  # 4.x TypeError from the login thread
+        ("service_name", 12345),  # 4.x: an invalid header, retried until the bound
+        ("client_session_keep_alive", "false"),  # both would take it as true
+        ("ocsp_fail_open", 1),
+        ("retry_max_attempts", 0),
+        ("retry_backoff_factor", float("inf")),
     ],
 )
 async def test_wrongly_typed_connector_options_are_a_configuration_error(
