@@ -1,20 +1,34 @@
 """Where threads meet the event loop: every blocking connector call goes through here.
 
-Connector calls run in anyio worker threads under the session's own ``CapacityLimiter``,
-never anyio's shared default (FastAPI's sync endpoints need those 40 tokens). A call is
-*abandoned* on cancellation, so the awaiting task gets control back at once and can
-abort the query on the server; ``WorkerCall.finished`` then lets the canceller wait,
-bounded, for the thread to drain.
+Connector calls run on asyncsession's own pool of worker threads, admitted by the
+caller's ``CapacityLimiter`` (never anyio's shared default: FastAPI's sync endpoints need
+those 40 tokens). The event loop never starts a thread: ``Thread.start()`` blocks its
+caller until the new thread runs, which under load costs milliseconds per thread, and a
+fan-out of 100 queries would stall the loop for hundreds of them. New workers are started
+by a spawner thread instead, and a worker hands its result back with a non-blocking
+wake-up of the loop.
+
+A call is *abandoned* on cancellation: the awaiting task gets control back at once and
+can abort the query on the server; ``WorkerCall.wait_finished`` then lets the canceller
+wait, bounded, for the thread to drain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+import os
+import queue
+import sys
 import threading
+import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
-import anyio.to_thread
+
+logger = logging.getLogger("asyncsession")
 
 T = TypeVar("T")
 
@@ -22,11 +36,35 @@ T = TypeVar("T")
 #: this much to a cancelled await).
 DRAIN_POLL_SECONDS = 0.002
 
+#: An idle worker thread ends after this long without work (as anyio's do).
+IDLE_SECONDS = 10.0
+
+WORKER_NAME = "asyncsession worker"
+
+
+def _loop_wakeup() -> Callable[[Callable[[], object]], object]:
+    """A thread-safe, non-blocking "run this soon on the current event loop"."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # not asyncio: anyio's other backend is trio
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+
 
 class WorkerCall(Generic[T]):
     """One blocking call in a worker thread whose end can be awaited after abandonment."""
 
-    __slots__ = ("_fn", "_lock", "_skipped", "_started", "_thread_done")
+    __slots__ = (
+        "_error",
+        "_fn",
+        "_lock",
+        "_notify",
+        "_result",
+        "_skipped",
+        "_started",
+        "_thread_done",
+    )
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
@@ -34,22 +72,48 @@ class WorkerCall(Generic[T]):
         self._started = False
         self._skipped = False
         self._thread_done = threading.Event()
+        self._notify: Callable[[], None] | None = None
+        self._result: T | None = None
+        self._error: BaseException | None = None
 
-    def _run(self) -> T:
+    def _run(self) -> None:
+        """In a worker thread: run the call, keep its outcome, wake the awaiting task."""
         with self._lock:
-            if self._skipped:
-                raise RuntimeError("call skipped: cancelled before it started")
-            self._started = True
-        try:
-            return self._fn()
-        finally:
-            # Never call back into the event loop from here: an abandoned thread may
-            # outlive it, and a blocking hand-off would then hang forever.
-            self._thread_done.set()
+            skipped = self._skipped
+            self._started = not skipped
+        if skipped:
+            self._error = RuntimeError("call skipped: cancelled before it started")
+        else:
+            try:
+                self._result = self._fn()
+            except BaseException as e:
+                self._error = e
+            finally:
+                self._thread_done.set()
+        if self._notify is not None:
+            self._notify()
 
     async def start(self, limiter: anyio.CapacityLimiter) -> T:
         """Run the call; on cancellation, return control at once and leave the thread running."""
-        return await anyio.to_thread.run_sync(self._run, limiter=limiter, abandon_on_cancel=True)
+        async with limiter:
+            done = anyio.Event()
+            wakeup = _loop_wakeup()
+
+            def notify() -> None:
+                # Never block here: an abandoned thread may outlive the loop, and then
+                # its wake-up is dropped (asyncio: loop closed; trio: run finished).
+                try:
+                    wakeup(done.set)
+                except RuntimeError:
+                    pass
+
+            self._notify = notify
+            _pool.submit(contextvars.copy_context(), self)
+            await done.wait()  # cancelled: abandon the call (the registry may skip it)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._result  # type: ignore[return-value]
 
     def skip_if_not_started(self) -> bool:
         """Make sure the call never runs, if no thread has started it yet (call on the loop)."""
@@ -71,6 +135,86 @@ class WorkerCall(Generic[T]):
         """
         while not self._thread_done.is_set():  # noqa: ASYNC110 - set by a thread
             await anyio.sleep(DRAIN_POLL_SECONDS)
+
+
+class _WorkerPool:
+    """Worker threads shared by all sessions; grown by a spawner thread, never by the loop.
+
+    ``idle`` counts workers waiting for a call plus those asked of the spawner and not yet
+    running, so one queued call never asks for two threads.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[contextvars.Context, WorkerCall[Any]]]
+        self._calls = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._idle = 0
+        self._spawns: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._spawner: threading.Thread | None = None
+
+    def submit(self, context: contextvars.Context, call: WorkerCall[Any]) -> None:
+        with self._lock:
+            self._calls.put((context, call))
+            self._queued += 1
+            if self._queued <= self._idle:
+                return
+            self._idle += 1
+            if self._spawner is None:
+                # The one thread the loop ever starts (per process).
+                self._spawner = threading.Thread(
+                    target=self._spawn_forever, name=f"{WORKER_NAME} spawner", daemon=True
+                )
+                self._spawner.start()
+        self._spawns.put(None)
+
+    def _spawn_forever(self) -> None:
+        while True:
+            self._spawns.get()
+            while True:
+                try:
+                    threading.Thread(target=self._work, name=WORKER_NAME, daemon=True).start()
+                    break
+                except RuntimeError as e:  # "can't start new thread": wait for resources
+                    logger.error("could not start a worker thread (%s); retrying", e)
+                    time.sleep(0.1)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                context, call = self._calls.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queued > 0:  # a call arrived as we timed out: take it
+                        continue
+                    self._idle -= 1
+                    return
+            with self._lock:
+                self._queued -= 1
+                self._idle -= 1
+            context.run(call._run)
+            with self._lock:
+                self._idle += 1
+
+    def threads(self) -> int:
+        """Worker threads alive now (for tests and benchmarks)."""
+        return sum(1 for t in threading.enumerate() if t.name == WORKER_NAME)
+
+
+_pool = _WorkerPool()
+
+
+def _new_pool_after_fork() -> None:
+    global _pool
+    _pool = _WorkerPool()  # the parent's threads do not exist in the child
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_new_pool_after_fork)
+
+
+def worker_threads() -> int:
+    return _pool.threads()
 
 
 async def run_blocking(fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
