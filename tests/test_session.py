@@ -10,7 +10,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from asyncsession import AsyncSession, Row, Session
+from asyncsession import AsyncSession, ResultStream, Row, Session
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import until
 
@@ -78,6 +78,19 @@ async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
     assert total == 25000
     frames = [df async for df in session.sql(sql).to_pandas_batches()]
     assert sum(len(f) for f in frames) == 25000
+
+
+async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession) -> None:
+    sql = "select range as n from range(10) where n < 0"
+    assert [row async for row in session.sql(sql).to_local_iterator()] == []
+    # A batch source may yield empty batches (never from the connector we know, but the
+    # stream must skip them, not recurse or stop early).
+    query = session.sql("select range as n from range(3) order by n")
+    stream: ResultStream[Any] = ResultStream(
+        query, lambda cursor: iter([[], [1], [], [], [2, 3], []]), flatten=True
+    )
+    assert [item async for item in stream] == [1, 2, 3]
+    assert session.running_queries == ()
 
 
 async def test_stream_closed_early_releases_its_cursor(session: AsyncSession) -> None:

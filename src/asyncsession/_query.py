@@ -144,10 +144,19 @@ class ResultStream(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        if self._pending:
-            return self._pending.pop()
-        if self._closed:
-            raise StopAsyncIteration
+        while not self._pending:
+            if self._closed:
+                raise StopAsyncIteration
+            batch = await self._next_batch()
+            if batch is _END:
+                await self.aclose()
+                raise StopAsyncIteration
+            if not self._flatten:
+                return batch  # type: ignore[no-any-return]
+            self._pending = list(reversed(batch))  # an empty batch: fetch the next one
+        return self._pending.pop()
+
+    async def _next_batch(self) -> Any:
         session = self._query._session
         if self._cursor is None:
             self._cursor = await session._execute_keep_cursor(
@@ -156,16 +165,7 @@ class ResultStream(Generic[T]):
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
         assert batches is not None
-        batch = await session._in_thread(lambda: next(batches, _END))
-        if batch is _END:
-            await self.aclose()
-            raise StopAsyncIteration
-        if not self._flatten:
-            return batch  # type: ignore[no-any-return]
-        if not batch:
-            return await self.__anext__()
-        self._pending = list(reversed(batch))
-        return self._pending.pop()
+        return await session._in_thread(lambda: next(batches, _END))
 
     async def aclose(self) -> None:
         if self._closed:
