@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 import snowflake.connector
 
 from asyncsession._driver import connector_major
+from asyncsession._threads import pool_threads, retire_idle_workers
 from asyncsession.testing import LocalSnowflake
 
 CONNECTOR_MAJOR = connector_major()
@@ -69,3 +71,21 @@ def _no_emulator_outlives_its_test() -> Iterator[None]:
     for emulator in leaked:
         emulator.stop()
     assert not leaked, f"emulator processes left running by the test: {leaked}"
+
+
+#: How long a test's worker threads may take to finish their calls after it ends (an
+#: abandoned 4.x call against a stopped server retries up to ~15 s before it gives up).
+WORKER_DRAIN_SECONDS = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_thread_outlives_its_test() -> Iterator[None]:
+    """Every worker thread a test used has ended (idle ones are retired) by its end."""
+    yield
+    deadline = time.monotonic() + WORKER_DRAIN_SECONDS
+    while alive := pool_threads():
+        retire_idle_workers()
+        if time.monotonic() > deadline:
+            break
+        alive[0].join(0.05)  # wait on the thread itself, bounded
+    assert not alive, f"worker threads still busy {WORKER_DRAIN_SECONDS}s after the test: {alive}"

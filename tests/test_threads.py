@@ -10,10 +10,17 @@ import contextvars
 import threading
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from asyncsession import _threads
-from asyncsession._threads import WorkerCall, run_blocking, worker_threads
+from asyncsession._threads import (
+    WorkerCall,
+    pool_threads,
+    retire_idle_workers,
+    run_blocking,
+    worker_threads,
+)
 from tests.conftest import both_backends, until
 
 pytestmark = [pytest.mark.anyio, both_backends]
@@ -122,3 +129,19 @@ def test_an_abandoned_call_outliving_its_event_loop_does_not_hang_its_thread(
     assert call._thread_done.wait(10)
     # The worker dropped its wake-up of the dead loop and is free for more work.
     assert anyio.run(run_blocking, lambda: 7, anyio.CapacityLimiter(1), backend=anyio_backend) == 7
+
+
+async def test_retiring_idle_workers_ends_them_and_the_pool_still_serves() -> None:
+    limiter = anyio.CapacityLimiter(5)
+    gate = threading.Event()
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(run_blocking, lambda: gate.wait(10), limiter)
+        await until(lambda: worker_threads() >= 5)
+        gate.set()
+    # A worker counts as idle just after it hands its result over: retire until all ended.
+    with anyio.fail_after(5):
+        while alive := pool_threads():
+            retire_idle_workers()
+            await anyio.to_thread.run_sync(alive[0].join, 0.05)
+    assert await run_blocking(lambda: 42, limiter) == 42  # a new spawner and worker

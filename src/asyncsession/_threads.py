@@ -137,40 +137,71 @@ class WorkerCall(Generic[T]):
             await anyio.sleep(DRAIN_POLL_SECONDS)
 
 
+class _Retire:
+    """Queued in place of a call: the worker that takes it ends."""
+
+
+_RETIRE = _Retire()
+_Item = tuple[contextvars.Context, WorkerCall[Any]] | _Retire
+
+
 class _WorkerPool:
     """Worker threads shared by all sessions; grown by a spawner thread, never by the loop.
 
-    ``idle`` counts workers waiting for a call plus those asked of the spawner and not yet
-    running, so one queued call never asks for two threads.
+    ``queued`` counts items in the queue (calls and retirements); ``idle`` counts workers
+    waiting for one plus those asked of the spawner and not yet running, so one queued
+    call never asks for two threads. Idle workers and the spawner end after
+    ``IDLE_SECONDS`` without work, or at once on ``retire_idle()``.
     """
 
     def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[tuple[contextvars.Context, WorkerCall[Any]]]
-        self._calls = queue.SimpleQueue()
+        self._items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0
         self._idle = 0
-        self._spawns: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._spawns: queue.SimpleQueue[_Retire | None] = queue.SimpleQueue()
         self._spawner: threading.Thread | None = None
 
     def submit(self, context: contextvars.Context, call: WorkerCall[Any]) -> None:
         with self._lock:
-            self._calls.put((context, call))
+            self._items.put((context, call))
             self._queued += 1
             if self._queued <= self._idle:
                 return
             self._idle += 1
             if self._spawner is None:
-                # The one thread the loop ever starts (per process).
+                # The only thread the loop starts (again only after an idle spell).
                 self._spawner = threading.Thread(
-                    target=self._spawn_forever, name=f"{WORKER_NAME} spawner", daemon=True
+                    target=self._spawn, name=f"{WORKER_NAME} spawner", daemon=True
                 )
                 self._spawner.start()
-        self._spawns.put(None)
+            # Under the lock, so a spawner ending for idleness cannot miss it.
+            self._spawns.put(None)
 
-    def _spawn_forever(self) -> None:
+    def retire_idle(self) -> None:
+        """End the idle workers and the spawner now (busy workers go on)."""
+        with self._lock:
+            surplus = self._idle - self._queued
+            for _ in range(surplus):
+                self._items.put(_RETIRE)
+            self._queued += max(surplus, 0)
+            if self._spawner is not None and self._spawns.empty():
+                self._spawns.put(_RETIRE)
+                self._spawner = None
+
+    def _spawn(self) -> None:
         while True:
-            self._spawns.get()
+            try:
+                request = self._spawns.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if not self._spawns.empty():
+                        continue
+                    if self._spawner is threading.current_thread():
+                        self._spawner = None
+                    return
+            if request is _RETIRE:
+                return
             while True:
                 try:
                     threading.Thread(target=self._work, name=WORKER_NAME, daemon=True).start()
@@ -182,23 +213,26 @@ class _WorkerPool:
     def _work(self) -> None:
         while True:
             try:
-                context, call = self._calls.get(timeout=IDLE_SECONDS)
+                item = self._items.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    if self._queued > 0:  # a call arrived as we timed out: take it
+                    if self._queued > 0:  # an item arrived as we timed out: take it
                         continue
                     self._idle -= 1
                     return
             with self._lock:
                 self._queued -= 1
                 self._idle -= 1
+            if isinstance(item, _Retire):
+                return
+            context, call = item
             context.run(call._run)
             with self._lock:
                 self._idle += 1
 
-    def threads(self) -> int:
-        """Worker threads alive now (for tests and benchmarks)."""
-        return sum(1 for t in threading.enumerate() if t.name == WORKER_NAME)
+    def threads(self) -> list[threading.Thread]:
+        """The pool's threads alive now, the spawner included (for tests and benchmarks)."""
+        return [t for t in threading.enumerate() if t.name.startswith(WORKER_NAME)]
 
 
 _pool = _WorkerPool()
@@ -214,7 +248,22 @@ if sys.platform != "win32":
 
 
 def worker_threads() -> int:
+    """How many worker threads are alive (the spawner not counted)."""
+    return sum(1 for t in _pool.threads() if t.name == WORKER_NAME)
+
+
+def pool_threads() -> list[threading.Thread]:
+    """Every thread of the pool alive now, the spawner included."""
     return _pool.threads()
+
+
+def retire_idle_workers() -> None:
+    """End idle worker threads and the spawner now, instead of after ``IDLE_SECONDS``.
+
+    For test suites that check no thread outlives a test; busy workers finish their call
+    and then wait for work as usual.
+    """
+    _pool.retire_idle()
 
 
 async def run_blocking(fn: Callable[[], T], limiter: anyio.CapacityLimiter) -> T:
