@@ -80,6 +80,42 @@ async def test_a_persistent_5xx_burst_is_a_clear_error(sf: LocalSnowflake) -> No
         assert (await session.sql("select 1").collect())[0][0] == 1
 
 
+# ---- result chunks (the cloud-storage downloads of a large result) -------------------------------
+
+CHUNKS = "/_emulator/chunks"
+#: Enough rows for several remote chunks after the first 1,000 inline.
+BIG = "select range as n from range(300000)"
+
+
+@both_backends
+async def test_a_chunk_download_burst_is_retried_and_the_stream_completes(
+    sf: LocalSnowflake,
+) -> None:
+    async with await session_for(sf) as session:
+        sf.fail_next(CHUNKS, 503, count=2)
+        with anyio.fail_after(60):
+            total = 0
+            async for batch in session.sql(BIG).to_arrow_batches():
+                total += batch.num_rows
+        assert total == 300_000
+
+
+async def test_a_persistently_failing_chunk_download_is_a_clear_error(sf: LocalSnowflake) -> None:
+    # 4.x (bounded by asyncsession): "250003: request failed after 3 attempts: 290503: HTTP
+    # 503" after ~3 s. 5.x: its core's own chunk retries (~22 s, not retry_max_attempts),
+    # then "252005: Failed to convert rows ... non-successful HTTP status".
+    async with await session_for(sf, retry_max_attempts=3) as session:
+        sf.fail_next(CHUNKS, 503, count=1000)
+        started = time.monotonic()
+        with anyio.fail_after(60), pytest.raises(Error) as info:
+            await session.sql(BIG).collect()
+        print(f"chunk 503: {info.value!r} after {time.monotonic() - started:.1f}s")
+        assert "503" in str(info.value) or "non-successful HTTP status" in str(info.value)
+        assert session.running_queries == ()
+        sf.clear_faults()
+        assert (await session.sql("select 1").collect())[0][0] == 1
+
+
 # ---- tokens ----------------------------------------------------------------------------------
 
 

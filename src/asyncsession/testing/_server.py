@@ -96,14 +96,19 @@ class Faults:
 
 
 class FaultMiddleware:
-    """Adds latency and injected failures to every route but the admin ones."""
+    """Adds latency and injected failures to every route but the admin ones.
+
+    Result chunks are served under ``/_emulator`` too but stand for the cloud storage a
+    client downloads them from: they get latency and faults like any other route.
+    """
 
     def __init__(self, app: ASGIApp, faults: Faults) -> None:
         self.app = app
         self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path or (path.startswith("/_emulator") and not path.startswith(CHUNK_ROUTE)):
             await self.app(scope, receive, send)
             return
         if self.faults.latency:
