@@ -26,6 +26,7 @@ import snowflake.connector
 import snowflake.connector.errors
 
 from asyncsession import Session
+from asyncsession._threads import retire_idle_workers
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
 GENERATION = int(CONNECTOR_VERSION.split(".")[0])
@@ -130,12 +131,15 @@ _BASE_THREADS: list[int] = []
 
 
 def settle_threads(timeout: float = 3.0) -> int:
-    """Wait until worker threads of a finished measurement are gone (anyio stops them)."""
+    """Wait until worker threads of a finished measurement are gone (anyio stops its own;
+    asyncsession's idle ones are retired here, else they would count in the baseline)."""
     base = _BASE_THREADS[0] if _BASE_THREADS else os_threads()
     deadline = time.monotonic() + timeout
+    retire_idle_workers()
     last, stable_since = os_threads(), time.monotonic()
     while last > base and time.monotonic() < deadline:
         time.sleep(0.01)
+        retire_idle_workers()
         now = os_threads()
         if now != last:
             last, stable_since = now, time.monotonic()
