@@ -6,6 +6,7 @@ QUERY_HISTORY in SQL), and runs on asyncio and trio.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -145,6 +146,39 @@ async def test_aclose_aborts_everything_and_logs_out(local_snowflake: LocalSnowf
     assert local_snowflake.query(job.query_id)["status"] == "ABORTED"
     assert running_in_session(local_snowflake.connection_parameters, session_id) == []
     assert session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+
+
+async def test_aclose_logs_out_even_with_an_async_query_it_does_not_know(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    # Connector 4.x alone keeps a session logged in while any query it submitted with
+    # asyncExec runs; aclose() promises a logout.
+    session = await session_for(local_snowflake)
+    session_id = session.session_id
+    cursor = session.connection.cursor()
+    cursor.execute_async("select system$wait(1)")  # behind asyncsession's back
+    query_id = cursor.sfqid
+    await session.aclose()
+    assert session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+    # (On Snowflake a logged-out session's queries run on; let it end.)
+    await until(lambda: local_snowflake.query(query_id)["status"] != "RUNNING", 10)
+
+
+async def test_open_and_closed_sessions_leave_nothing_behind_in_the_connector(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    def session_managers() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "SessionManager")
+
+    async with await session_for(local_snowflake):
+        pass  # warm-up: whatever the connector creates once
+    before = session_managers()
+    for _ in range(10):
+        async with await session_for(local_snowflake) as session:
+            await session.sql("select 1").collect()
+    # Connector 4.x's detect_platforms cache kept one per login (asyncsession empties it).
+    assert session_managers() <= before
 
 
 async def test_aclose_is_idempotent_concurrent_and_works_when_cancelled(

@@ -64,6 +64,10 @@ class Driver:
     def prepare(self, handle: QueryHandle) -> None:
         """Called on the event loop before the query's worker starts."""
 
+    def logout(self, connection: Any) -> None:
+        """Log the session out (after its queries were aborted)."""
+        connection.close()
+
     def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
         raise NotImplementedError
 
@@ -148,7 +152,19 @@ class Connector4(Driver):
         attempts = kwargs.pop("retry_max_attempts", None) or DEFAULT_RETRY_MAX_ATTEMPTS
         policy = kwargs.get("backoff_policy") or DEFAULT_BACKOFF_POLICY
         kwargs["backoff_policy"] = bounded_backoff_policy(policy, attempts)
-        return snowflake.connector.connect(**kwargs)
+        try:
+            return snowflake.connector.connect(**kwargs)
+        finally:
+            _forget_platform_detection()
+
+    def logout(self, connection: Any) -> None:
+        # 4.x keeps the session logged in while any query it submitted with asyncExec
+        # reports RUNNING (and asks the server about every one it ever submitted). Ours
+        # were just aborted; a session that aclose() leaves logged in is a leak.
+        async_query_ids = getattr(connection, "_async_sfqids", None)
+        if isinstance(async_query_ids, dict):
+            async_query_ids.clear()
+        connection.close()
 
     def prepare(self, handle: QueryHandle) -> None:
         # Chosen up front, so an abort can be sent whenever the task is cancelled.
@@ -169,6 +185,21 @@ class Connector4(Driver):
             connection.rest.request(url, body, timeout=ABORT_RETRY_SECONDS)
         elif handle.query_id is not None:
             self.abort_query_id(connection, handle.query_id)
+
+
+def _forget_platform_detection() -> None:
+    """Empty 4.x's ``detect_platforms`` cache, which grows by one entry per login.
+
+    It is a ``functools.cache`` keyed by a fresh ``SessionManager`` clone per login, so it
+    never hits and keeps every login's session manager alive (a leak the soak test found).
+    """
+    try:
+        from snowflake.connector.platform_detection import detect_platforms
+    except ImportError:  # pragma: no cover - not in this connector release
+        return
+    cache_clear = getattr(detect_platforms, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
 
 
 _CORE_LOGGER = "snowflake.connector._core"

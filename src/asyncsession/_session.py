@@ -282,7 +282,7 @@ class AsyncSession:
 
     async def _logout(self) -> None:
         connection = self._connection
-        call = WorkerCall(connection.close)
+        call = WorkerCall(lambda: self._driver.logout(connection))
         with anyio.move_on_after(self.cancel_timeout) as scope:
             try:
                 await call.start(self._control_limiter)

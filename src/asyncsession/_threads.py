@@ -227,6 +227,8 @@ class _WorkerPool:
                 return
             context, call = item
             context.run(call._run)
+            # An idle worker must not keep its last call (and its result) alive.
+            del item, context, call
             with self._lock:
                 self._idle += 1
 
