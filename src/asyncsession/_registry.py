@@ -44,6 +44,9 @@ class RunningQuery:
     #: Submitted without waiting (``collect_nowait``): no request id of ours; the query
     #: id comes back when ``call`` returns, so an abort waits for the call, then uses it.
     submitting: bool = field(default=False, repr=False)
+    #: Set when the first aborter's request has had its answer: a later aborter (an
+    #: ``aclose()`` after a ``job.cancel()``) waits for it before logging out.
+    abort_answered: anyio.Event | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return self.query_id or f"(request {self.request_id})"
@@ -127,6 +130,7 @@ class QueryRegistry:
             first = query.cancel_reason is None
             if first:
                 query.cancel_reason = reason
+                query.abort_answered = anyio.Event()
             if query.call is not None and query.call.skip_if_not_started():
                 # It never reached the server: release its awaiter now.
                 if query.release is not None:
@@ -142,6 +146,8 @@ class QueryRegistry:
                         await self._post_abort(query)
                 elif first:
                     await self._post_abort(query)
+                elif query.abort_answered is not None:
+                    await query.abort_answered.wait()  # posted by an earlier aborter
                 if query.call is not None:
                     await query.call.wait_finished()
                 else:
@@ -150,6 +156,9 @@ class QueryRegistry:
                 unconfirmed.discard(id(query))
             except Exception as e:
                 logger.warning("aborting query %s failed: %s", query, e)
+            finally:
+                if first and query.abort_answered is not None:
+                    query.abort_answered.set()
 
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.cancel_timeout):
             async with anyio.create_task_group() as tg:
