@@ -13,7 +13,7 @@ CONNECTOR4 := snowflake-connector-python[pandas]>=4.8,<4.9
 CONNECTOR5 := snowflake-connector-python>=5.2,<6
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test test4 test5 lint bench clean
+.PHONY: all setup demo test test4 test5 lint bench soak clean
 
 all: test
 
@@ -51,6 +51,23 @@ test5: $(STAMP4) $(STAMP5)
 	else echo "no 5.x environment; skipped"; fi
 
 test: lint test4 test5
+
+# Soak (slow profile): SOAK_SECONDS of mixed work per backend (asyncio, trio) and per
+# connector generation, then threads, fds, RSS and server sessions against the baseline.
+# Both generations run (and print their figures) even if the first fails. The -m given
+# here overrides addopts' -m 'not slow'.
+SOAK_SECONDS ?= 300
+SOAK_PYTEST := -m pytest -m soak -s tests/reliability/test_soak.py $(PYTEST_ARGS)
+soak: $(STAMP4) $(STAMP5)
+	@status=0; \
+	echo "soak, connector 4.x: $(SOAK_SECONDS) s per backend"; \
+	ASYNCSESSION_SOAK_SECONDS=$(SOAK_SECONDS) $(PY4) $(SOAK_PYTEST) || status=1; \
+	if [ -x $(PY5) ]; then \
+		echo "soak, connector 5.x: $(SOAK_SECONDS) s per backend"; \
+		ASYNCSESSION_SOAK_SECONDS=$(SOAK_SECONDS) ASYNCSESSION_EMULATOR_PYTHON=$(CURDIR)/$(PY4) \
+			$(PY5) $(SOAK_PYTEST) || status=1; \
+	else echo "no 5.x environment; soak on 5.x skipped"; fi; \
+	exit $$status
 
 # Benchmarks against the peers on the emulator; writes benchmarks/RESULTS.md and plots.
 BENCH_ARGS ?=
