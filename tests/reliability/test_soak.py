@@ -291,8 +291,15 @@ class Sample:
     rss_kib: int
 
 
+def python_threads() -> int:
+    """Threads Python started. Not ``threading._DummyThread``: a thread of the 5.x core's
+    native runtime that once logged through Python's ``logging`` stays listed as one for
+    as long as it lives, and that runtime's pool is the connector's, not ours to stop."""
+    return sum(1 for t in threading.enumerate() if not isinstance(t, threading._DummyThread))
+
+
 def sample_now(started: float) -> Sample:
-    return Sample(time.monotonic() - started, threading.active_count(), open_fds(), rss_kib())
+    return Sample(time.monotonic() - started, python_threads(), open_fds(), rss_kib())
 
 
 @dataclass
@@ -921,13 +928,13 @@ async def _soak(
     # This process: threads and descriptors back to the baseline, RSS within its tolerance.
     gc.collect()
     back = await settle(
-        lambda: threading.active_count() <= base.threads and open_fds() <= base.fds,
+        lambda: python_threads() <= base.threads and open_fds() <= base.fds,
         SETTLE_SECONDS,
     )
     if not back:
         problems.add(
             "end: threads or descriptors not back to the baseline",
-            f"seed={seed}: threads {threading.active_count()} (baseline {base.threads}), "
+            f"seed={seed}: threads {python_threads()} (baseline {base.threads}), "
             f"fds {open_fds()} (baseline {base.fds}) {SETTLE_SECONDS:g} s after the run; "
             f"new descriptors:\n{new_fds(base_fds)}\nthreads:\n{thread_stacks()}",
         )
