@@ -236,6 +236,28 @@ async def test_closed_session_errors_name_the_operation(local_snowflake: LocalSn
             pass
 
 
+async def test_jobs_and_streams_overtaken_by_aclose_say_so(local_snowflake: LocalSnowflake) -> None:
+    session = await session_for(local_snowflake)
+    job = await session.sql("select 1").collect_nowait()
+    stream = session.sql("select range as n from range(200000)").to_pandas_batches()
+    first = await stream.__anext__()  # the query has run; batches come from its cursor
+    assert len(first) > 0
+    await session.aclose()
+    for poll in (job.status, job.is_done):
+        with pytest.raises(SessionClosedError, match="poll a job"):
+            await poll()
+    # 4.x goes on fetching the rest; 5.x refuses once its connection is closed.
+    outcome: BaseException | None = None
+    try:
+        async for _ in stream:
+            pass
+    except Exception as e:
+        outcome = e
+    assert outcome is None or (
+        isinstance(outcome, SessionClosedError) and "stream a query" in str(outcome)
+    ), repr(outcome)
+
+
 async def test_aclose_is_bounded_when_aborts_are_blackholed(
     emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture
 ) -> None:

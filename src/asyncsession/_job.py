@@ -79,8 +79,13 @@ class AsyncJob:
 
     async def _poll(self) -> tuple[str, bool]:
         """One status round trip: (status name, ended); an ended job leaves the registry."""
-        connection = self._session.connection
-        status = await self._session._control(lambda: connection.get_query_status(self._query_id))
+        session = self._session
+        session._check_open("poll a job")
+        connection = session.connection
+        try:
+            status = await session._control(lambda: connection.get_query_status(self._query_id))
+        except Error as e:  # e.g. "Connection is closed": aclose() won the race
+            self._reraise(e)
         ended = not connection.is_still_running(status)
         if ended:
             self._session._registry.discard(self._query)
@@ -139,6 +144,12 @@ class AsyncJob:
             return await session._in_thread(fetch)
         except Error as e:
             self._reraise(e)
+        except Exception as e:
+            # 5.x: closing the cursor of a connection closed under it can raise a raw
+            # LookupError (the connector's error-handler context variable).
+            if session.is_closed:
+                raise SessionClosedError("wait for a job") from e
+            raise
 
     async def _wait_done(self) -> None:
         gap = POLL_FIRST

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 import anyio
 
+from ._errors import SessionClosedError
 from ._row import Row
 
 if sys.version_info < (3, 11):
@@ -165,7 +166,14 @@ class ResultStream(Generic[T]):
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
         assert batches is not None
-        return await session._in_thread(lambda: next(batches, _END))
+        try:
+            return await session._in_thread(lambda: next(batches, _END))
+        except Exception as e:
+            # 5.x refuses to fetch batches once the connection is closed ("Cursor is
+            # closed"): say why, as every other operation on a closed session does.
+            if session.is_closed:
+                raise SessionClosedError("stream a query") from e
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
