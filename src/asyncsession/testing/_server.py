@@ -142,6 +142,7 @@ class Emulator:
         self.engine = Engine()
         self.faults = Faults()
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="emulator-sql")
+        self.open_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
         self.expired_tokens: set[str] = set()
 
@@ -200,9 +201,16 @@ class Emulator:
             role=q.get("roleName") or None,
         )
         loop = asyncio.get_running_loop()
-        session.engine = await loop.run_in_executor(
-            self.executor, self.engine.open_session, session.database, session.schema
-        )
+        try:
+            # One at a time: fakesnow's first ATTACH of a database races itself ("already
+            # exists"), and a failed login must not leave its session behind.
+            async with self.open_lock:
+                session.engine = await loop.run_in_executor(
+                    self.executor, self.engine.open_session, session.database, session.schema
+                )
+        except BaseException:
+            self.registry.delete_session(session)
+            raise
         session.database, session.schema = session.engine.database, session.engine.schema
         params = data.get("SESSION_PARAMETERS") or {}
         if isinstance(params, dict):
