@@ -231,6 +231,14 @@ def new_fds(before: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+async def collect_long(session: AsyncSession, errors: list[BaseException]) -> None:
+    """Run the hour-long query; record any error it ends with (cancellation propagates)."""
+    try:
+        await session.sql(LONG).collect()
+    except Exception as e:
+        errors.append(e)
+
+
 def thread_stacks() -> str:
     """Where each thread but this one is (for failure messages)."""
     frames = sys._current_frames()
@@ -513,15 +521,8 @@ class Soak:
             self.t.outcome("cancelled")
         elif how == 4:  # its task cancelled a few checkpoints in (submission in flight)
             errors: list[BaseException] = []
-
-            async def run() -> None:
-                try:
-                    await session.sql(LONG).collect()
-                except Exception as e:
-                    errors.append(e)
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
+                tg.start_soon(collect_long, session, errors)
                 for _ in range(rng.randrange(8)):
                     await anyio.lowlevel.checkpoint()
                 tg.cancel_scope.cancel()
@@ -755,15 +756,8 @@ class Soak:
                 self.t.events["jobs left to aclose()"] += 1
             else:  # aclose() from a cancelled scope, and twice at once, with a query running
                 errors: list[BaseException] = []
-
-                async def run() -> None:
-                    try:
-                        await session.sql(LONG).collect()
-                    except Exception as e:
-                        errors.append(e)
-
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(run)
+                    tg.start_soon(collect_long, session, errors)
                     await anyio.sleep(rng.uniform(0, 0.1))
                     tg.start_soon(session.aclose)
                     with anyio.CancelScope() as scope:
