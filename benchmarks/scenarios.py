@@ -576,7 +576,11 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
 
 
 # ---- 6. streaming (each measurement in a fresh subprocess) -------------------------------
-STREAM_MODES = ("raw fetchmany", "asyncsession to_local_iterator", "raw fetch_arrow_batches")
+STREAM_MODES: tuple[str, ...] = (
+    "raw fetchmany",
+    "asyncsession to_local_iterator",
+    "raw fetch_arrow_batches",
+)
 STREAM_MODES += ("asyncsession to_arrow_batches",)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -140,7 +140,9 @@ class Soak:
         return None
 
     # ---- running ----------------------------------------------------------------------
-    async def run(self, seconds: float, sampler: Callable[[], Awaitable[None]] | None) -> None:
+    async def run(
+        self, seconds: float, sampler: Callable[[], Coroutine[Any, Any, None]] | None
+    ) -> None:
         self.shared = [await self.open() for _ in range(SHARED)]
         failed = True
         try:

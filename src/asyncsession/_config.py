@@ -53,6 +53,7 @@ __all__ = [
     "InsecureConfigFileWarning",
     "ResolvedConfig",
     "UnknownOptionWarning",
+    "_connector_major",
     "_reset_permission_warnings",
     "normalize_options",
     "redact",
