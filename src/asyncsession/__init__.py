@@ -38,5 +38,5 @@ __all__ = [
 # defines it (httpx's pattern); pickling finds them here too.
 for _name in __all__:
     if not _name.startswith("__"):
-        setattr(globals()[_name], "__module__", "asyncsession")
+        globals()[_name].__module__ = "asyncsession"
 del _name
