@@ -57,4 +57,4 @@ def test_exceptions_pickle_through_the_public_module() -> None:
     error = asyncsession.ConfigurationError("bad option")
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is asyncsession.ConfigurationError
-    assert str(again) == "bad option"
+    assert str(again) == str(error)
