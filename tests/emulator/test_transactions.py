@@ -67,7 +67,8 @@ def test_uncommitted_writes_are_the_sessions_own_until_commit(
     cur = a.cursor()
     assert cur.execute(begin).fetchall() == [("Statement executed successfully.",)]
     txn = current_transaction(a)
-    assert txn is not None and int(txn) > 0
+    assert txn is not None
+    assert int(txn) > 0
     cur.execute(f"insert into {table} values (1), (2)")
     assert cur.rowcount == 2
     assert count(a, table) == 2  # its own writes
@@ -131,9 +132,7 @@ def test_ddl_commits_the_open_transaction(two: tuple[Any, Any], table: str) -> N
         a.cursor().execute(f"drop table if exists {other}")
 
 
-def test_logout_rolls_back_an_open_transaction(
-    local_snowflake: LocalSnowflake, table: str
-) -> None:
+def test_logout_rolls_back_an_open_transaction(local_snowflake: LocalSnowflake, table: str) -> None:
     with connect(local_snowflake.connection_parameters) as b:
         a = connect(local_snowflake.connection_parameters)
         a.cursor().execute("begin")
