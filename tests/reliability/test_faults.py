@@ -12,11 +12,17 @@ from typing import Any
 
 import anyio
 import pytest
-from snowflake.connector.errors import Error, OperationalError, ProgrammingError
+from snowflake.connector.errors import (
+    Error,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from asyncsession import AsyncSession, QueryCancelledError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.conftest import CONNECTOR_MAJOR, both_backends, until
 from tests.test_registry import session_for, wait_running
 
 pytestmark = pytest.mark.anyio
@@ -62,22 +68,60 @@ async def test_a_non_retryable_status_is_a_clear_error_at_once(sf: LocalSnowflak
         with anyio.fail_after(10), pytest.raises(Error) as info:
             await session.sql("select 1").collect()
         assert "404" in str(info.value)
+        if CONNECTOR_MAJOR >= 5:
+            assert type(info.value) is InternalError, repr(info.value)
+            assert info.value.errno == 6, repr(info.value)
+        else:
+            # HttpError only in 4.x (5.x deprecates the name).
+            assert type(info.value).__name__ == "HttpError", repr(info.value)
+            assert info.value.errno == 290404, repr(info.value)
         assert session.running_queries == ()
         assert (await session.sql("select 1").collect())[0][0] == 1  # still usable
 
 
 async def test_a_persistent_5xx_burst_is_a_clear_error(sf: LocalSnowflake) -> None:
     # 5.x gives up after retry_max_attempts (~1 s here): OperationalError 000004 naming the
-    # status. 4.x alone would retry forever; asyncsession bounds it the same way.
+    # status. 4.x alone would retry forever; asyncsession bounds it the same way (250003).
     async with await session_for(sf, retry_max_attempts=3) as session:
         sf.fail_next(QUERY_REQUEST, 503, count=1000)
         started = time.monotonic()
         with anyio.fail_after(30), pytest.raises(OperationalError, match="503") as info:
             await session.sql("select 1").collect()
-        print(f"persistent 503: {info.value} after {time.monotonic() - started:.1f}s")
+        print(f"persistent 503: {info.value!r} after {time.monotonic() - started:.1f}s")
+        if CONNECTOR_MAJOR >= 5:
+            assert info.value.errno == 4
+            assert "max attempts (3) reached" in str(info.value)
+        else:
+            assert info.value.errno == 250003
+            assert "request failed after 3 attempts" in str(info.value)
         assert session.running_queries == ()
         sf.clear_faults()
         assert (await session.sql("select 1").collect())[0][0] == 1
+
+
+ATTEMPTS = 3
+
+
+@pytest.mark.parametrize("failures", [ATTEMPTS - 1, ATTEMPTS])
+async def test_retries_stop_at_exactly_retry_max_attempts(
+    sf: LocalSnowflake, failures: int
+) -> None:
+    """Guarantee: a failing request is tried exactly ``retry_max_attempts`` times.
+
+    ``ATTEMPTS - 1`` failures leave the last attempt to succeed; ``ATTEMPTS`` failures are
+    the error. A bound that were higher (or lower) than asked would turn one case around.
+    """
+    async with await session_for(sf, retry_max_attempts=ATTEMPTS) as session:
+        sf.fail_next(QUERY_REQUEST, 503, count=failures)
+        with anyio.fail_after(30):
+            if failures < ATTEMPTS:
+                assert (await session.sql("select 42").collect())[0][0] == 42
+            else:
+                with pytest.raises(OperationalError, match="503"):
+                    await session.sql("select 42").collect()
+        # Every injected failure was used by this query: the next request is answered.
+        assert (await session.sql("select 1").collect())[0][0] == 1
+        assert session.running_queries == ()
 
 
 # ---- result chunks (the cloud-storage downloads of a large result) -------------------------------
@@ -101,16 +145,24 @@ async def test_a_chunk_download_burst_is_retried_and_the_stream_completes(
 
 
 async def test_a_persistently_failing_chunk_download_is_a_clear_error(sf: LocalSnowflake) -> None:
-    # 4.x (bounded by asyncsession): "250003: request failed after 3 attempts: 290503: HTTP
-    # 503" after ~3 s. 5.x: its core's own chunk retries (~22 s, not retry_max_attempts),
-    # then "252005: Failed to convert rows ... non-successful HTTP status".
+    # 4.x (bounded by asyncsession): OperationalError "250003: request failed after 3
+    # attempts: 290503: HTTP 503" after ~3 s. 5.x: its core's own chunk retries (~20 s, not
+    # retry_max_attempts), then InterfaceError "252005: Failed to convert rows ...
+    # non-successful HTTP status".
     async with await session_for(sf, retry_max_attempts=3) as session:
         sf.fail_next(CHUNKS, 503, count=1000)
         started = time.monotonic()
         with anyio.fail_after(60), pytest.raises(Error) as info:
             await session.sql(BIG).collect()
         print(f"chunk 503: {info.value!r} after {time.monotonic() - started:.1f}s")
-        assert "503" in str(info.value) or "non-successful HTTP status" in str(info.value)
+        if CONNECTOR_MAJOR >= 5:
+            assert type(info.value) is InterfaceError, repr(info.value)
+            assert info.value.errno == 252005
+            assert "non-successful HTTP status" in str(info.value)
+        else:
+            assert type(info.value) is OperationalError, repr(info.value)
+            assert info.value.errno == 250003
+            assert "request failed after 3 attempts: 290503: HTTP 503" in str(info.value)
         assert session.running_queries == ()
         sf.clear_faults()
         assert (await session.sql("select 1").collect())[0][0] == 1
