@@ -194,6 +194,42 @@ async def test_event_loop_is_not_blocked(session: AsyncSession) -> None:
     assert ticks >= 10  # it ticked all along (a blocked loop would tick ~once)
 
 
+def server_overlap(queries: list[dict[str, Any]]) -> int:
+    """The most of ``queries`` the server ran at one moment (from its start and end times)."""
+    events = sorted(
+        [(q["start_time"], 1) for q in queries] + [(q["end_time"], -1) for q in queries]
+    )  # at equal times an end (-1) sorts before a start: touching is not overlapping
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def session_queries(sf: LocalSnowflake, session: AsyncSession, text: str) -> list[dict[str, Any]]:
+    return [
+        q for q in sf.queries() if q["session_id"] == session.session_id and q["sql_text"] == text
+    ]
+
+
+async def test_max_concurrent_queries_bounds_the_server_side_overlap(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """Guarantee: a session never runs more than ``max_concurrent_queries`` queries at once
+    on the server, and does run that many when asked for more (a limit that were silently
+    raised, or not used, would show in the server's own start and end times)."""
+    params = {**local_snowflake.connection_parameters, "max_concurrent_queries": 3}
+    sql = "select system$wait(400, 'MILLISECONDS')"
+    async with Session.builder.configs(params).create() as session:
+        assert session.max_concurrent_queries == 3
+        results = await session.collect_many([sql] * 8)
+        assert len(results) == 8
+        waits = session_queries(local_snowflake, session, sql)
+        assert len(waits) == 8
+        assert all(q["status"] == "SUCCESS" for q in waits)
+        assert server_overlap(waits) == 3
+
+
 async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowflake) -> None:
     params = {**local_snowflake.connection_parameters, "max_concurrent_queries": 60}
     async with Session.builder.configs(params).create() as session:
@@ -215,3 +251,6 @@ async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowf
             tg.cancel_scope.cancel()
         assert peak_default == 0
         assert peak_running == 80  # all submitted; at most 60 run in threads at once
+        sql = "select system$wait(300, 'MILLISECONDS')"
+        # (Reaching the limit is checked with a small one above; 60 threads may start late.)
+        assert server_overlap(session_queries(local_snowflake, session, sql)) <= 60
