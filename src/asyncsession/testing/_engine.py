@@ -33,8 +33,11 @@ from fakesnow.statement_type import DML_TYPE_IDS, statement_type_id
 
 from ._state import CANCELED, Query, QueryError, Session
 
-# The query a worker thread is executing, for SQL functions that need it (SYSTEM$WAIT).
-_current = threading.local()
+# Queries executing on DuckDB, by id, for SQL functions that need theirs (SYSTEM$WAIT).
+# DuckDB calls a Python function on a thread of its own, not the worker that executes the
+# statement, so the statement passes its query id to the function (see _with_query_id).
+_executing: dict[str, Query] = {}
+_WAIT_CALL = re.compile(r"\bsystem\$wait\s*\(", re.IGNORECASE)
 
 # Large Arrow results are answered as Snowflake does: the first rows inline
 # (``rowsetBase64``), the rest as chunks the client downloads lazily, a few ahead, from
@@ -83,9 +86,18 @@ class QueryFailed(Exception):
         self.error = error
 
 
-def _system_wait(amount: float, unit: str | None = None) -> str:
+def _with_query_id(sql_text: str, query_id: str) -> str:
+    """``system$wait(n)`` → ``system$wait_for_query('<query id>', n)``."""
+    return _WAIT_CALL.sub(f"system$wait_for_query('{query_id}', ", sql_text)
+
+
+def _without_query_id(name: str, query_id: str) -> str:
+    return name.replace(f"system$wait_for_query\"('{query_id}', ", 'system$wait"(')
+
+
+def _system_wait(query_id: str | None, amount: float, unit: str | None = None) -> str:
     """SYSTEM$WAIT inside an arbitrary statement: sleeps, but stops when its query is aborted."""
-    query: Query | None = getattr(_current, "query", None)
+    query = _executing.get(query_id) if query_id is not None else None
     deadline = time.monotonic() + wait_seconds(amount, unit)
     while (left := deadline - time.monotonic()) > 0:
         if query is not None and query.cancel_requested.wait(min(left, 0.05)):
@@ -142,8 +154,15 @@ class Engine:
         # Registered once on the shared DuckDB; visible to every session's connections.
         self.fs.duck_conn.create_function(
             "system$wait",
-            lambda amount: _system_wait(amount),
+            lambda amount: _system_wait(None, amount),
             [sqltypes.DOUBLE],
+            sqltypes.VARCHAR,
+            side_effects=True,
+        )
+        self.fs.duck_conn.create_function(
+            "system$wait_for_query",
+            lambda query_id, amount: _system_wait(query_id, amount),
+            [sqltypes.VARCHAR, sqltypes.DOUBLE],
             sqltypes.VARCHAR,
             side_effects=True,
         )
@@ -169,7 +188,8 @@ class Engine:
         before = (conn.database, conn.schema)
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
-        _current.query = query
+        _executing[query.query_id] = query
+        sql_text = _with_query_id(sql_text, query.query_id)
         try:
             for name, table in (register or {}).items():
                 duck.register(name, table)
@@ -198,7 +218,7 @@ class Engine:
                 raise QueryFailed(CANCELED) from None
             raise QueryFailed(_translate(e)) from None
         finally:
-            _current.query = None
+            _executing.pop(query.query_id, None)
             query.interrupt = None
             for name in register or {}:
                 with contextlib.suppress(Exception):  # best effort; the name is per query
@@ -237,6 +257,8 @@ def _result_data(
         # RESULT_SCAN(LAST_QUERY_ID()) looks results up by our query id.
         conn.results_cache[query.query_id] = cached
     rowtype = describe_as_rowtype(cur._describe_last_sql()) if table is not None else []
+    for column in rowtype:  # the name the statement had before _with_query_id
+        column["name"] = _without_query_id(column["name"], query.query_id)
     result: dict[str, Any]
     if is_batch and type_id in DML_TYPE_IDS:
         result = {"queryResultFormat": "json", "rowset": [[str(batch_rowcount)]]}
