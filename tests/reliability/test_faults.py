@@ -44,6 +44,12 @@ def sf(faulty: LocalSnowflake) -> Iterator[LocalSnowflake]:
     faulty.clear_faults()
 
 
+def aborts_held(sf: LocalSnowflake) -> int:
+    """Abort requests the black hole on "abort-request" has swallowed so far."""
+    fired: int = sf.fault_counts()["fired_by_route"].get("abort-request", 0)
+    return fired
+
+
 def mine_running(sf: LocalSnowflake, session: AsyncSession) -> list[dict[str, Any]]:
     return [q for q in sf.running_queries() if q["session_id"] == session.session_id]
 
@@ -283,9 +289,13 @@ async def test_cancel_all_is_bounded_when_aborts_are_blackholed(
             with anyio.fail_after(1.0 * 2 + 1.5):
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(session.cancel_all)
-                    await anyio.sleep(0.2)
+                    # aclose() comes once cancel_all()'s aborts are held by the black hole.
+                    await until(lambda: aborts_held(sf) >= 2)
                     inner.start_soon(session.aclose)
             elapsed = time.monotonic() - started
+            # Guarantee: an abort already in flight is not posted twice (aclose() waits
+            # for cancel_all()'s): one abort request per query reached the server.
+            assert aborts_held(sf) == 2
         assert elapsed < 1.0 * 2 + 1.0, elapsed
         assert [e.reason for e in errors] == ["cancel_all()", "cancel_all()"]
         assert session.running_queries == ()
