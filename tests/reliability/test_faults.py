@@ -44,6 +44,17 @@ def sf(faulty: LocalSnowflake) -> Iterator[LocalSnowflake]:
     faulty.clear_faults()
 
 
+def assert_every_burst_fired(sf: LocalSnowflake) -> dict[str, Any]:
+    """Every failure burst armed since the last clear really hit a request, all of it."""
+    counts: dict[str, Any] = sf.fault_counts()
+    bursts = [rule for rule in counts["rules"] if rule["count"] is not None]
+    assert bursts, counts
+    for rule in bursts:
+        assert rule["fired"] == rule["count"], rule
+        assert rule["remaining"] == 0, rule
+    return counts
+
+
 def aborts_held(sf: LocalSnowflake) -> int:
     """Abort requests the black hole on "abort-request" has swallowed so far."""
     fired: int = sf.fault_counts()["fired_by_route"].get("abort-request", 0)
@@ -65,6 +76,9 @@ async def test_a_short_5xx_burst_is_retried_and_the_query_succeeds(sf: LocalSnow
             rows = await session.sql("select 42").collect()
         assert rows[0][0] == 42
         assert session.running_queries == ()
+        counts = assert_every_burst_fired(sf)
+        # Both on that query's own request (the retries carry its request id).
+        assert list(counts["fired_by_query"].values()) == [2], counts
 
 
 async def test_a_non_retryable_status_is_a_clear_error_at_once(sf: LocalSnowflake) -> None:
@@ -125,6 +139,9 @@ async def test_retries_stop_at_exactly_retry_max_attempts(
             else:
                 with pytest.raises(OperationalError, match="503"):
                     await session.sql("select 42").collect()
+        # All the failures hit the attempts of that one request, none was left over.
+        counts = assert_every_burst_fired(sf)
+        assert list(counts["fired_by_request_id"].values()) == [failures], counts
         # Every injected failure was used by this query: the next request is answered.
         assert (await session.sql("select 1").collect())[0][0] == 1
         assert session.running_queries == ()
@@ -148,6 +165,8 @@ async def test_a_chunk_download_burst_is_retried_and_the_stream_completes(
             async for batch in session.sql(BIG).to_arrow_batches():
                 total += batch.num_rows
         assert total == 300_000
+        counts = assert_every_burst_fired(sf)
+        assert sum(counts["fired_by_query"].values()) == 2, counts  # on that query's chunks
 
 
 async def test_a_persistently_failing_chunk_download_is_a_clear_error(sf: LocalSnowflake) -> None:
