@@ -254,3 +254,92 @@ async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowf
         sql = "select system$wait(300, 'MILLISECONDS')"
         # (Reaching the limit is checked with a small one above; 60 threads may start late.)
         assert server_overlap(session_queries(local_snowflake, session, sql)) <= 60
+
+
+# ---- API no other test calls ---------------------------------------------------------------
+
+
+def server_query(sf: LocalSnowflake, session: AsyncSession, text: str) -> dict[str, Any]:
+    """The one query of ``session`` with ``text``, as the server recorded it."""
+    (query,) = session_queries(sf, session, text)
+    return query
+
+
+async def test_current_role_account_user_and_use_role_and_database(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    assert await session.get_current_role() == "TEST_ROLE"
+    assert await session.get_current_account() == "LOCAL"
+    assert await session.get_current_user() == "TEST"
+    await session.use_role("OTHER_ROLE")
+    assert await session.get_current_role() == "OTHER_ROLE"
+    name = f"DB_{uuid.uuid4().hex[:8].upper()}"
+    await session.sql(f"create database {name}").collect()
+    await session.use_database(name)
+    assert await session.get_current_database() == name
+    # Each ran in this very session on the server.
+    for text in ("use role OTHER_ROLE", f"use database {name}"):
+        assert server_query(local_snowflake, session, text)["status"] == "SUCCESS"
+
+
+async def test_set_query_tag_none_unsets_it_on_the_server(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    tag = f"tag-{uuid.uuid4().hex[:6]}"
+    await session.set_query_tag(tag)
+    await session.sql("select 'tagged'").collect()
+    await session.set_query_tag(None)
+    assert session.query_tag is None
+    await session.sql("select 'untagged'").collect()
+    assert server_query(local_snowflake, session, "select 'tagged'")["query_tag"] == tag
+    assert server_query(local_snowflake, session, "select 'untagged'")["query_tag"] == ""
+    (mine,) = [s for s in local_snowflake.sessions() if s["session_id"] == session.session_id]
+    assert "QUERY_TAG" not in mine["parameters"]
+
+
+async def test_first_with_a_negative_n_is_a_value_error(session: AsyncSession) -> None:
+    with pytest.raises(ValueError, match="non-negative int"):
+        await session.sql("select 1").first(-1)
+    with pytest.raises(ValueError, match="non-negative int"):
+        await session.sql("select 1").first(1.5)  # type: ignore[call-overload]
+    assert await session.sql("select 1").first(0) == []
+
+
+async def test_job_session_and_query_id_match_the_server(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    job = await session.sql("select 'job'").collect_nowait()
+    assert job.session is session
+    assert await job.result() == [Row(**{"'JOB'": "job"})]
+    described = local_snowflake.query(job.query_id)
+    assert described["session_id"] == session.session_id
+    assert described["sql_text"] == "select 'job'"
+
+
+async def test_create_async_job_errors_and_a_query_of_another_session(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    for bad in ("", "   ", None, 42):
+        with pytest.raises(ValueError, match="non-empty str"):
+            await session.create_async_job(bad)  # type: ignore[arg-type]
+    async with Session.builder.configs(local_snowflake.connection_parameters).create() as other:
+        submitted = await other.sql("select 'from the other session' as s").collect_nowait()
+        job = await session.create_async_job(submitted.query_id)
+        assert job.session is session
+        assert await job.result() == [Row(S="from the other session")]
+        assert local_snowflake.query(job.query_id)["session_id"] == other.session_id
+    # Not a query id at all: refused at once (the server would say NO_DATA forever).
+    for bad in ("not-a-query-id", "01b2c3d4-0000", "'); drop table t; --"):
+        with pytest.raises(ValueError, match="Snowflake query id"):
+            await session.create_async_job(bad)
+    assert session.running_queries == ()
+
+
+async def test_no_result_of_a_failed_job_raises_its_error(session: AsyncSession) -> None:
+    from snowflake.connector.errors import ProgrammingError
+
+    job = await session.sql("select * from no_such_table_for_no_result").collect_nowait()
+    with pytest.raises(ProgrammingError) as info:
+        await job.result("no_result")
+    assert info.value.errno == 2003
+    assert session.running_queries == ()
