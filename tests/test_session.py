@@ -138,12 +138,17 @@ async def test_running_queries_from_submission_until_end(
         (running,) = session.running_queries
         assert running.sql_text.startswith("select system$wait")
     assert session.running_queries == ()
-    assert running.query_id is not None  # learnt from the response
+    # Learnt from the response: the id the server gave that very query.
+    sql = "select system$wait(400, 'MILLISECONDS')"
+    assert running.query_id == server_query(local_snowflake, session, sql)["query_id"]
 
 
-async def test_jobs(session: AsyncSession) -> None:
+async def test_jobs(session: AsyncSession, local_snowflake: LocalSnowflake) -> None:
     job = await session.sql("select system$wait(200, 'MILLISECONDS') as w").collect_nowait()
     assert job.query_id in [q.query_id for q in session.running_queries]
+    on_server = local_snowflake.query(job.query_id)
+    assert on_server["session_id"] == session.session_id
+    assert on_server["sql_text"] == "select system$wait(200, 'MILLISECONDS') as w"
     assert await job.status() in ("RUNNING", "SUCCESS")
     assert await job.result() == [Row(W="waited 200 milliseconds")]
     assert await job.is_done()

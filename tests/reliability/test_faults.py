@@ -202,13 +202,20 @@ async def test_expired_session_token_is_renewed(sf: LocalSnowflake) -> None:
         session_id = session.session_id
         assert sf.expire_tokens() >= 1
         with anyio.fail_after(30):
-            assert (await session.sql("select 1").collect())[0][0] == 1
+            assert (await session.sql("select 'renewed'").collect())[0][0] == "renewed"
         assert session.session_id == session_id
         # And a job (submitted and polled through other routes) too.
         sf.expire_tokens()
-        job = await session.sql("select 2").collect_nowait()
+        job = await session.sql("select 'job renewed'").collect_nowait()
         with anyio.fail_after(30):
-            assert (await job.result())[0][0] == 2
+            assert (await job.result())[0][0] == "job renewed"
+        # Same session, on the server's record: both ran in it, and it is still logged in.
+        last_two = [q for q in sf.queries() if "renewed" in q["sql_text"]][-2:]
+        assert [(q["sql_text"], q["session_id"]) for q in last_two] == [
+            ("select 'renewed'", session_id),
+            ("select 'job renewed'", session_id),
+        ]
+        assert session_id in [s["session_id"] for s in sf.sessions()]
 
 
 # ---- a dead, then restarted, server ------------------------------------------------------------
