@@ -35,7 +35,10 @@ from ._state import CANCELED, Query, QueryError, Session
 # DuckDB calls Python functions on its own threads, so a thread-local cannot carry it:
 # each statement's ``system$wait(`` calls get its query id as a first argument instead.
 _executing: dict[str, Query] = {}
-_WAIT_CALL = re.compile(r"system\$wait\s*\(", re.IGNORECASE)
+# A SYSTEM$WAIT call outside string literals ('...' with '' escapes, $$...$$).
+_WAIT_CALL = re.compile(
+    r"('(?:[^']|'')*'|\$\$.*?\$\$)|system\$wait\s*\(", re.IGNORECASE | re.DOTALL
+)
 
 WAIT_UNITS = {
     "SECONDS": 1.0,
@@ -67,6 +70,13 @@ class QueryFailed(Exception):
     def __init__(self, error: QueryError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _with_query_id(sql_text: str, query_id: str) -> str:
+    """``sql_text`` with its query id as the first argument of each SYSTEM$WAIT call."""
+    return _WAIT_CALL.sub(
+        lambda m: m[1] if m[1] is not None else f"system$wait('{query_id}', ", sql_text
+    )
 
 
 def _system_wait(query_id: str, amount: float) -> str:
@@ -219,7 +229,7 @@ class Engine:
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
         _executing[query.query_id] = query
-        sql_text = _WAIT_CALL.sub(f"system$wait('{query.query_id}', ", sql_text)
+        sql_text = _with_query_id(sql_text, query.query_id)
         try:
             for name, table in (register or {}).items():
                 duck.register(name, table)
