@@ -1,7 +1,7 @@
 """The worker pool where threads meet the event loop (our own logic; no connector needed).
 
 The behaviour through the connector (cancelled queries abort on the server, 1,000
-queries on bounded threads) is in test_registry.py and reliability/test_load.py.
+queries on bounded threads) is in test_cancellation.py and reliability/test_load.py.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ async def test_idle_workers_retire(quick_retire: None) -> None:
         await until(lambda: worker_threads() >= 10)
         gate.set()
     # Those that ran a call now wait 0.2 s for the next (others up to 10 s: not waited for).
-    await until(lambda: worker_threads() <= before, 5)
+    assert await until(lambda: worker_threads() <= before, 5)
 
 
 def test_an_abandoned_call_outliving_its_event_loop_does_not_hang_its_thread(

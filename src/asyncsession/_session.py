@@ -13,6 +13,7 @@ import anyio
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._errors import SessionClosedError
+from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._registry import QueryRegistry, RunningQuery
 from ._threads import WorkerCall, run_blocking
 
@@ -25,12 +26,12 @@ logger = logging.getLogger("asyncsession")
 
 T = TypeVar("T")
 
-DEFAULT_CANCEL_TIMEOUT = 5.0
-DEFAULT_MAX_CONCURRENT_QUERIES = 100
 #: Threads for control calls (aborts, status, logout): never queued behind running queries.
 CONTROL_THREADS = 32
 
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
+#: Snowflake query ids are UUID-shaped (01b2c3d4-0000-1234-0000-000123456789).
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
 class _BuilderProperty:
@@ -198,6 +199,10 @@ class AsyncSession:
         self._check_open("create an async job")
         if not isinstance(query_id, str) or not query_id.strip():
             raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
+        if not _QUERY_ID.match(query_id.strip()):
+            # The server would report such an id as NO_DATA ("not yet known"), forever.
+            raise ValueError(f"query_id must be a Snowflake query id (a UUID), not {query_id!r}")
+        query_id = query_id.strip()
         return AsyncJob(self, self._registry.add(f"<query {query_id}>", query_id=query_id))
 
     # ---- context -------------------------------------------------------------------
