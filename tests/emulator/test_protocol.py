@@ -441,3 +441,15 @@ def test_kill_and_restart(emulator: LocalSnowflake) -> None:
         old.cursor().execute("select 1")
     with contextlib.suppress(Error):
         old.close()
+
+
+def test_system_wait_in_a_duckdb_statement_and_in_a_string(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        row = cur.execute(
+            "select 'select system$wait(' as text, 'it''s system$wait(1)' as other "
+            "where system$wait(0.01) is not null"
+        ).fetchone()
+        assert row == ("select system$wait(", "it's system$wait(1)")
