@@ -37,7 +37,8 @@ from ._state import CANCELED, Query, QueryError, Session
 # DuckDB calls a Python function on a thread of its own, not the worker that executes the
 # statement, so the statement passes its query id to the function (see _with_query_id).
 _executing: dict[str, Query] = {}
-_WAIT_CALL = re.compile(r"\bsystem\$wait\s*\(", re.IGNORECASE)
+# A string literal (left as it is) or a SYSTEM$WAIT call.
+_WAIT_CALL = re.compile(r"'(?:[^']|'')*'|\b(system\$wait\s*\()", re.IGNORECASE)
 
 # Large Arrow results are answered as Snowflake does: the first rows inline
 # (``rowsetBase64``), the rest as chunks the client downloads lazily, a few ahead, from
@@ -88,7 +89,8 @@ class QueryFailed(Exception):
 
 def _with_query_id(sql_text: str, query_id: str) -> str:
     """``system$wait(n)`` → ``system$wait_for_query('<query id>', n)``."""
-    return _WAIT_CALL.sub(f"system$wait_for_query('{query_id}', ", sql_text)
+    call = f"system$wait_for_query('{query_id}', "
+    return _WAIT_CALL.sub(lambda m: call if m[1] else m[0], sql_text)
 
 
 def _without_query_id(name: str, query_id: str) -> str:
