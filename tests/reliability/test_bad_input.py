@@ -200,7 +200,8 @@ async def test_create_gives_a_session_or_one_clear_error(
     check_outcome(error)
     # A wrongly typed value of a key asyncsession checks is always its ConfigurationError,
     # never whatever the connector makes of it.
-    wrongly_typed = [key for key, value in extra if wrongly_typed_free_key(key, value)]
+    # (What was sent: a later duplicate in ``extra`` replaced an earlier one.)
+    wrongly_typed = [key for key, value in params.items() if wrongly_typed_free_key(key, value)]
     if wrongly_typed:
         assert isinstance(error, ConfigurationError), (wrongly_typed, repr(error))
 
