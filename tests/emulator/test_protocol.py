@@ -183,6 +183,15 @@ def test_wait_inside_a_larger_statement_is_interruptible(local_snowflake: LocalS
         assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(qid), WORKER_STOPS)
 
 
+def test_a_wait_inside_duckdb_keeps_literals_and_its_column_name(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor().execute("select 'system$wait(5)' as t, system$wait(0.01), 1 as x")
+        assert cur.fetchall() == [("system$wait(5)", "waited 0.01 seconds", 1)]
+        assert [d.name for d in cur.description] == ["T", '"system$wait"(0.01)', "X"]
+
+
 def test_an_aborted_cpu_bound_duckdb_statement_frees_its_worker(
     local_snowflake: LocalSnowflake,
 ) -> None:
