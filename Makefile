@@ -13,7 +13,7 @@ CONNECTOR4 := snowflake-connector-python[pandas]>=4.8,<4.9
 CONNECTOR5 := snowflake-connector-python>=5.2,<6
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test test4 test5 lint bench soak clean
+.PHONY: all setup demo test test4 test5 test-live lint bench soak clean
 
 all: test
 
@@ -51,6 +51,20 @@ test5: $(STAMP4) $(STAMP5)
 	else echo "no 5.x environment; skipped"; fi
 
 test: lint test4 test5
+
+# Live mode: the suite against a real account, a connections.toml connection, on both
+# generations; tests marked emulator_only (or using the emulator) are skipped. What it
+# covers: docs/live-testing.md. Without CONNECTION it says so and does nothing.
+CONNECTION ?=
+test-live: $(STAMP4) $(STAMP5)
+	@if [ -z "$(CONNECTION)" ]; then \
+		echo "test-live: no CONNECTION given (make test-live CONNECTION=name); skipped"; \
+	else \
+		status=0; \
+		$(PY4) -m pytest --snowflake-connection '$(CONNECTION)' -rs $(PYTEST_ARGS) || status=1; \
+		$(PY5) -m pytest --snowflake-connection '$(CONNECTION)' -rs $(PYTEST_ARGS) || status=1; \
+		exit $$status; \
+	fi
 
 # Soak (slow profile): SOAK_SECONDS of mixed work per backend (asyncio, trio) and per
 # connector generation, then threads, fds, RSS and server sessions against the baseline.

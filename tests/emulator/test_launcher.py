@@ -14,6 +14,9 @@ import pytest
 from asyncsession.testing import EmulatorError, LocalSnowflake
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 LAUNCH_AND_HANG = """
 import sys, time
 from asyncsession.testing import LocalSnowflake

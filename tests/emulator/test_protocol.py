@@ -15,6 +15,9 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 
 def test_login_and_logout_really_delete_the_session(emulator: LocalSnowflake) -> None:
     conn = connect(emulator.connection_parameters)

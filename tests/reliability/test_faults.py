@@ -19,7 +19,7 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
 from tests.test_cancellation import session_for, wait_running
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.emulator_only]
 
 QUERY_REQUEST = "/queries/v1/query-request"
 
