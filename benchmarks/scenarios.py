@@ -2,6 +2,9 @@
 
 Every measurement gets its own event loop (``anyio.run``), so anyio's cached worker
 threads of one peer never serve (or inflate the thread count of) the next one.
+
+Over ~400 lines because it is one thing: the table of scenarios, each a function beside
+its helpers (the shared process probes are ``benchmarks.probes``).
 """
 
 from __future__ import annotations
