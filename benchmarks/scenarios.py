@@ -28,11 +28,12 @@ import snowflake.connector
 import snowflake.connector.errors
 
 from asyncsession import Session
+from asyncsession._driver import connector_major
 from asyncsession._threads import retire_idle_workers
 from benchmarks.probes import ThreadSampler, os_threads
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
-GENERATION = int(CONNECTOR_VERSION.split(".")[0])
+GENERATION = connector_major()
 
 RAW, NAIVE, ASYNCSESSION, AIO = "raw sync", "naive anyio", "asyncsession", "5.x aio"
 
