@@ -11,6 +11,8 @@ from pathlib import Path
 
 from asyncsession.testing import LocalSnowflake
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SUITE = textwrap.dedent(
     """
     import pytest
@@ -41,10 +43,8 @@ def child_pytest(
     (tmp_path / "test_child.py").write_text(SUITE)
     env = {**os.environ, "SNOWFLAKE_HOME": str(home)}
     env.pop("ASYNCSESSION_TEST_CONNECTION", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
+    cmd = [sys.executable, *_under_coverage(env), "-m", "pytest"]
+    cmd += [
         "-q",
         "-rs",
         "-p",
@@ -86,3 +86,17 @@ def test_an_unknown_connection_is_a_usage_error(
     proc = child_pytest(tmp_path, local_snowflake, "--snowflake-connection", "nope")
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
     assert "unknown connection 'nope'" in proc.stderr
+
+
+def _under_coverage(env: dict[str, str]) -> list[str]:
+    """Measure the child too when this run is measured (make test): the plugin's live
+    branches run only there. Its data joins this run's (``make coverage`` combines)."""
+    try:
+        import coverage
+    except ImportError:
+        return []
+    current = coverage.Coverage.current()
+    if current is None:
+        return []
+    env["COVERAGE_FILE"] = str(Path(current.config.data_file).resolve())
+    return ["-m", "coverage", "run", f"--rcfile={ROOT / 'pyproject.toml'}"]
