@@ -69,12 +69,15 @@ async def test_timeout_aborts_on_server_and_reraises(local_snowflake: LocalSnowf
         assert (await session.sql("select 1").collect())[0][0] == 1
 
 
-async def test_fail_after_raises_timeout_and_aborts(local_snowflake: LocalSnowflake) -> None:
-    async with await session_for(local_snowflake) as session:
+async def test_fail_after_raises_timeout_and_aborts(
+    snowflake_connection_parameters: dict[str, Any],
+) -> None:
+    params = snowflake_connection_parameters  # live mode too: asserts through SQL only
+    async with Session.builder.configs(params).create() as session:
         with pytest.raises(TimeoutError):
             with anyio.fail_after(0.3):
                 await session.sql(LONG).collect()
-        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+        assert running_in_session(params, session.session_id) == []
 
 
 async def test_cancelling_a_task_aborts_its_query(local_snowflake: LocalSnowflake) -> None:

@@ -16,6 +16,9 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 #: How long an aborted statement may take to really stop (its worker polls every 50 ms;
 #: a DuckDB interrupt takes ~0.5 s). Far below the 30 s the statements would run.
 WORKER_STOPS = 10.0
