@@ -11,6 +11,7 @@ import anyio
 
 from ._errors import SessionClosedError
 from ._row import Row
+from ._statement_options import StatementOptions
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -49,18 +50,27 @@ def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
 
 
 class SqlQuery:
-    """A SQL statement with its parameters; awaiting one of its methods runs it."""
+    """A SQL statement with its parameters; awaiting one of its methods runs it.
 
-    __slots__ = ("_params", "_session", "_sql")
+    Its per-statement options (``query_tag``, ``timeout``, ``statement_params`` given to
+    ``session.sql()``) go with every way of running it: results, streams and jobs.
+    """
+
+    __slots__ = ("_options", "_params", "_session", "_sql")
 
     def __init__(
-        self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None
+        self,
+        session: AsyncSession,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        options: StatementOptions | None = None,
     ) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
         self._session = session
         self._sql = sql
         self._params = _check_params(params)
+        self._options = options
 
     def __repr__(self) -> str:
         return f"<SqlQuery {self._sql[:80]!r}>"
@@ -70,7 +80,9 @@ class SqlQuery:
         return self._sql
 
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
-        return await self._session._run_query(self._sql, self._params, consume, operation=operation)
+        return await self._session._run_query(
+            self._sql, self._params, consume, operation=operation, options=self._options
+        )
 
     async def collect(self) -> list[Row]:
         """All rows, as ``Row`` objects."""
@@ -120,7 +132,7 @@ class SqlQuery:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
         from ._job import submit
 
-        return await submit(self._session, self._sql, self._params)
+        return await submit(self._session, self._sql, self._params, self._options)
 
 
 class ResultStream(Generic[T]):
@@ -160,8 +172,9 @@ class ResultStream(Generic[T]):
     async def _next_batch(self) -> Any:
         session = self._query._session
         if self._cursor is None:
+            query = self._query
             self._cursor = await session._execute_keep_cursor(
-                self._query._sql, self._query._params, "stream a query"
+                query._sql, query._params, "stream a query", query._options
             )
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
