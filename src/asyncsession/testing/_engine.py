@@ -97,13 +97,19 @@ def _system_wait(amount: float, unit: str | None = None) -> str:
 
 @dataclass
 class SessionEngine:
-    """One session's pool of fakesnow connections and its current database and schema."""
+    """One session's pool of fakesnow connections and its current database and schema.
+
+    While the session has a transaction open, one connection is ``pinned``: every
+    statement of the session runs on it (the caller serialises them), so the
+    transaction's writes are visible to the session alone until COMMIT.
+    """
 
     fs: FakeSnow
     database: str | None
     schema: str | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: list[FakeSnowflakeConnection] = field(default_factory=list)
+    pinned: FakeSnowflakeConnection | None = None
 
     def borrow(self) -> FakeSnowflakeConnection:
         with self.lock:
@@ -119,13 +125,64 @@ class SessionEngine:
         with self.lock:
             if changed_context:
                 self.database, self.schema = conn.database, conn.schema
+            if conn is not self.pinned:
+                self.idle.append(conn)
+
+    # transactions
+    def begin(self) -> None:
+        conn = self.borrow()
+        conn._duck_conn.begin()
+        # fakesnow's own bookkeeping then commits the transaction before DDL, as
+        # Snowflake does, and reports it through ``_in_transaction``.
+        conn._autocommit, conn._in_transaction = False, True
+        self.pinned = conn
+
+    def end(self, commit: bool) -> bool:
+        """COMMIT (or ROLLBACK) the pinned connection's transaction and unpin it.
+
+        False when a COMMIT had to roll back: DuckDB aborts a whole transaction when one
+        of its statements fails, where Snowflake rolls back only that statement.
+        """
+        conn = self.pinned
+        if conn is None:
+            return True
+        committed = False
+        try:
+            if commit and not _aborted(conn):
+                conn._duck_conn.commit()
+                committed = True
+            else:
+                conn._duck_conn.rollback()
+        finally:
+            if not committed:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT rolled back already
+                    conn._duck_conn.rollback()
+            self._unpin(conn)
+        return committed or not commit
+
+    def _unpin(self, conn: FakeSnowflakeConnection) -> None:
+        conn._autocommit, conn._in_transaction = True, False
+        with self.lock:
+            self.pinned = None
             self.idle.append(conn)
 
     def close(self) -> None:
+        if self.pinned is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.end(commit=False)
         with self.lock:
             idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()
+
+
+def _aborted(conn: FakeSnowflakeConnection) -> bool:
+    """Whether DuckDB has aborted the connection's transaction (an earlier statement failed)."""
+    try:
+        conn._duck_conn.execute("SELECT 1").fetchall()
+    except duckdb.TransactionException:
+        return True
+    return False
 
 
 def _use(conn: FakeSnowflakeConnection, database: str | None, schema: str | None) -> None:
@@ -162,10 +219,16 @@ class Engine:
         sql_text: str,
         bindings: dict[str, Any] | None,
         register: dict[str, pa.Table] | None = None,
+        pinned: bool = False,
     ) -> dict[str, Any]:
-        """Run one statement; return the reply's ``data`` or raise QueryFailed."""
+        """Run one statement; return the reply's ``data`` or raise QueryFailed.
+
+        ``pinned``: on the session's transaction connection (the caller holds the
+        transaction's lock); else on a pooled one.
+        """
         engine: SessionEngine = session.engine
-        conn = engine.borrow()
+        conn = engine.pinned if pinned else None
+        conn = conn or engine.borrow()
         before = (conn.database, conn.schema)
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
@@ -204,6 +267,8 @@ class Engine:
                 with contextlib.suppress(Exception):  # best effort; the name is per query
                     duck.unregister(name)
             engine.give_back(conn, changed_context=(conn.database, conn.schema) != before)
+            if conn is engine.pinned and not conn._in_transaction:
+                engine._unpin(conn)  # DDL committed the transaction (fakesnow did, as Snowflake)
 
     def close_session(self, session: Session) -> None:
         if session.engine is not None:
