@@ -58,7 +58,11 @@ CASES = [
     ("alter session set query_tag = 'a; b'", frozenset({"query_tag"}), None),
     ("alter session unset query_tag", frozenset({"query_tag"}), None),
     ("alter session set timezone = 'UTC'", frozenset({"parameters"}), None),
-    ("ALTER SESSION SET query_tag='x' timezone='UTC'", frozenset({"query_tag", "parameters"}), None),
+    (
+        "ALTER SESSION SET query_tag='x' timezone='UTC'",
+        frozenset({"query_tag", "parameters"}),
+        None,
+    ),
     ("alter session unset timezone, query_tag", frozenset({"query_tag", "parameters"}), None),
     ("alter session set statement_timeout_in_seconds = 10", frozenset({"parameters"}), None),
     # what we cannot read surely
@@ -94,7 +98,8 @@ def test_a_long_statement_is_classified_quickly() -> None:
 
 def test_state_folds_effects() -> None:
     state = SessionState()
-    assert not state.in_transaction and state.changed == frozenset()
+    assert not state.in_transaction
+    assert state.changed == frozenset()
     for sql in ("select 1", "insert into t values (1)"):
         state.started(classify(sql))
         state.finished(classify(sql), True)

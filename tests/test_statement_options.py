@@ -108,9 +108,11 @@ async def test_timeout_stops_the_query_on_the_server(
     marker = uuid.uuid4().hex
     with pytest.raises(ProgrammingError) as caught:
         await session.sql(f"select system$wait(30) as w_{marker}", timeout=0.2).collect()
-    assert caught.value.errno == TIMEOUT_ERRNO and caught.value.sqlstate == "57014"
+    assert caught.value.errno == TIMEOUT_ERRNO
+    assert caught.value.sqlstate == "57014"
     [query] = recorded(local_snowflake, marker)
-    assert query["status"] == "FAILED_WITH_ERROR" and query["error_code"] == "000630"
+    assert query["status"] == "FAILED_WITH_ERROR"
+    assert query["error_code"] == "000630"
     assert query["end_time"] - query["start_time"] < 20  # stopped by the server, not waited out
     # The session's own parameter is untouched: the next statement has no limit.
     rows = await session.sql("select system$wait(1500, 'MILLISECONDS')").collect()
@@ -129,7 +131,7 @@ async def test_timeout_reaches_jobs_and_streams(
         f"select system$wait(30) as s_{marker}",
         statement_params={"STATEMENT_TIMEOUT_IN_SECONDS": 1},
     )
-    with pytest.raises(ProgrammingError) as caught:
+    with pytest.raises(ProgrammingError) as caught:  # noqa: PT012 - a stream is entered, then read
         async with query.to_local_iterator() as stream:
             async for _ in stream:
                 pass

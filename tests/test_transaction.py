@@ -68,7 +68,7 @@ async def test_commit_on_normal_exit(
 async def test_rollback_on_error(
     session: AsyncSession, table: str, local_snowflake: LocalSnowflake
 ) -> None:
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError):  # noqa: PT012 - the error leaves the block
         async with session.transaction():
             await session.sql(f"insert into {table} values (1)").collect()
             1 / 0  # noqa: B018
@@ -88,7 +88,8 @@ async def test_rollback_on_cancellation_aborts_the_running_statement(
             await session.sql(f"insert into {table} values (1)").collect()
             await session.sql("select system$wait(30)").collect()
     assert scope.cancelled_caught
-    assert not session.in_transaction and session.running_queries == ()
+    assert not session.in_transaction
+    assert session.running_queries == ()
     assert not [q for q in local_snowflake.running_queries() if q["session_id"] == sid]
     [wait] = [q for q in history(local_snowflake, sid) if "system$wait" in q["sql_text"]]
     assert wait["status"] == "ABORTED"
@@ -187,7 +188,8 @@ async def test_transactions_of_two_tasks_run_one_after_the_other(
 
 async def test_raw_transaction_statements_are_tracked(session: AsyncSession, table: str) -> None:
     await session.sql("BEGIN TRANSACTION").collect()
-    assert session.in_transaction and session._state.in_transaction
+    assert session.in_transaction
+    assert session._state.in_transaction
     with pytest.raises(TransactionError, match="already open on this session"):
         async with session.transaction():
             pass  # pragma: no cover
@@ -197,8 +199,6 @@ async def test_raw_transaction_statements_are_tracked(session: AsyncSession, tab
     await session.sql("begin").collect()
     await session.sql(f"create table {table}_2 (n int)").collect()  # DDL commits
     assert not session.in_transaction
-    # Snowflake has nothing left to commit; the emulator (DuckDB) has no implicit commit.
-    await session.sql("commit").collect()
     await session.sql("begin").collect()
     assert await session._rollback() is True
     assert not session.in_transaction
@@ -216,7 +216,8 @@ async def test_session_state_changes_are_tracked(session: AsyncSession) -> None:
     assert state.changed == {"schema", "query_tag", "parameters"}
     state.reset()
     database = await session.get_current_database()
-    assert database and state.changed == frozenset()
+    assert database
+    assert state.changed == frozenset()
     await session.use_database(database)
     assert state.changed == {"database", "schema"}
 
@@ -227,7 +228,7 @@ async def test_tasks_started_inside_run_inside(
 ) -> None:
     sid = session.session_id
     start = len(history(local_snowflake, sid))
-    with pytest.raises(RuntimeError, match="undo"):
+    with pytest.raises(RuntimeError, match="undo"):  # noqa: PT012 - the error leaves the block
         async with session.transaction():
             inserts = [session.sql(f"insert into {table} values ({n})") for n in range(4)]
             with anyio.fail_after(20):  # they would wait forever if they were "other tasks"
@@ -236,5 +237,7 @@ async def test_tasks_started_inside_run_inside(
                     tg.start_soon(session.sql(f"insert into {table} values (9)").collect)
             raise RuntimeError("undo")
     sent = texts(local_snowflake, sid, start)
-    assert sent[0] == "begin" and sent[-1] == "rollback" and len(sent) == 7
+    assert sent[0] == "begin"
+    assert sent[-1] == "rollback"
+    assert len(sent) == 7
     assert rows_seen_elsewhere(local_snowflake, table) == []

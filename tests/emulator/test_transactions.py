@@ -131,9 +131,7 @@ def test_ddl_commits_the_open_transaction(two: tuple[Any, Any], table: str) -> N
         a.cursor().execute(f"drop table if exists {other}")
 
 
-def test_logout_rolls_back_an_open_transaction(
-    local_snowflake: LocalSnowflake, table: str
-) -> None:
+def test_logout_rolls_back_an_open_transaction(local_snowflake: LocalSnowflake, table: str) -> None:
     with connect(local_snowflake.connection_parameters) as b:
         a = connect(local_snowflake.connection_parameters)
         a.cursor().execute("begin")
