@@ -98,6 +98,17 @@ async def transaction_round(
     return "finished" if completed else "cancelled"
 
 
+async def record(
+    session: AsyncSession,
+    rng: random.Random,
+    table: str,
+    rows: int,
+    moment: str,
+    outcomes: list[str],
+) -> None:
+    outcomes.append(await transaction_round(session, rng, table, rows, moment))
+
+
 async def observer(session: AsyncSession, table: str, rows: int, seen: list[int]) -> None:
     """Another task on the same session: must never see part of the transaction."""
     for _ in range(3):
@@ -120,17 +131,14 @@ async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) 
             rows = rng.randint(1, 4)
             moment = rng.choice(MOMENTS)
             seen: list[int] = []
-            outcome = "?"
-
-            async def run(rng: random.Random = random.Random(rng.randrange(2**32))) -> None:
-                nonlocal outcome
-                outcome = await transaction_round(session, rng, table, rows, moment)
-
+            outcomes: list[str] = []
+            round_rng = random.Random(rng.randrange(2**32))
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(run)
+                    tg.start_soon(record, session, round_rng, table, rows, moment, outcomes)
                     await checkpoints(rng.randrange(0, 4))
                     tg.start_soon(observer, session, table, rows, seen)
+            outcome = outcomes[0]
             state = f"{where} moment={moment} rows={rows} outcome={outcome} seen={seen}"
             if session.running_queries != ():
                 raise Failure(f"{state}: still tracked {session.running_queries}")
