@@ -173,8 +173,13 @@ class ResultStream(Generic[T]):
         session = self._query._session
         if self._cursor is None:
             query = self._query
-            self._cursor = await session._execute_keep_cursor(
-                query._sql, query._params, "stream a query", query._options
+            self._cursor = await session._run_query(
+                query._sql,
+                query._params,
+                _keep,
+                operation="stream a query",
+                keep_cursor=True,
+                options=query._options,
             )
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
@@ -211,6 +216,11 @@ class ResultStream(Generic[T]):
 
 
 _END: Any = object()
+
+
+def _keep(cursor: Any) -> Any:
+    return cursor
+
 
 QueryInput: TypeAlias = str | SqlQuery | tuple[str, Sequence[Any]]
 

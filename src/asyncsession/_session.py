@@ -185,6 +185,7 @@ class AsyncSession:
             raise SessionExpiredError(self._gone)
 
     def _session_gone(self, error: _ConnectorError) -> None:
+        """The registry heard the server say the session is dead (``SessionExpiredError``)."""
         if self._gone is None:
             logger.warning("session %s is gone: %s", _session_id(self._connection), error)
             self._gone = error
@@ -236,23 +237,6 @@ class AsyncSession:
                 self._state.finished(effect, succeeded)
         finally:
             self._gate.leave(counted)
-
-    async def _execute_keep_cursor(
-        self,
-        sql_text: str,
-        params: Sequence[Any] | None,
-        operation: str,
-        options: StatementOptions | None = None,
-    ) -> Any:
-        """Execute and hand back the open cursor, for streaming its results."""
-        return await self._run_query(
-            sql_text,
-            params,
-            lambda cursor: cursor,
-            operation=operation,
-            keep_cursor=True,
-            options=options,
-        )
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""

@@ -82,9 +82,24 @@ def split_statements(sql: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-@functools.lru_cache(maxsize=512)
+#: Texts up to this long are classified once and remembered (a service repeats them);
+#: longer ones (a 10 MB INSERT) are classified each time rather than kept alive.
+CACHED_TEXT_LENGTH = 2000
+
+
 def classify(sql: str) -> StatementEffect:
     """The effect of running ``sql`` (one statement or several) on its session."""
+    if len(sql) <= CACHED_TEXT_LENGTH:
+        return _classify_cached(sql)
+    return _classify(sql)
+
+
+@functools.lru_cache(maxsize=1024)
+def _classify_cached(sql: str) -> StatementEffect:
+    return _classify(sql)
+
+
+def _classify(sql: str) -> StatementEffect:
     statements = split_statements(sql)
     changes: set[str] = set()
     transaction: TransactionEffect = None
