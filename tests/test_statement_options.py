@@ -188,3 +188,22 @@ async def test_concurrent_tags_never_race(local_snowflake: LocalSnowflake) -> No
         name = alias(query)
         if name != "probe":
             assert query["query_tag"] == f"request-{name[1:]}", query
+
+
+@both_backends
+async def test_cancelling_a_query_with_options_still_aborts_it(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    marker = uuid.uuid4().hex
+    async with Session.builder.configs(local_snowflake.connection_parameters).create() as session:
+        query = session.sql(
+            f"select system$wait(30) as c_{marker}",
+            query_tag="cancel-me",
+            timeout=60,
+            statement_params={"TIMEZONE": "UTC"},
+        )
+        with anyio.move_on_after(0.3):
+            await query.collect()
+        assert session.running_queries == ()
+    [record] = recorded(local_snowflake, marker)
+    assert record["status"] == "ABORTED", record  # aborted by its request id, not timed out
