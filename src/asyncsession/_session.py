@@ -65,6 +65,7 @@ class AsyncSession:
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
         max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
         query_tag: str | None = None,
+        autocommit: bool = True,
     ) -> None:
         self._connection = connection
         self._driver = driver
@@ -80,7 +81,7 @@ class AsyncSession:
             on_session_gone=self._session_gone,
         )
         #: What statements changed (for a pool) and whether a transaction is open.
-        self._state = SessionState()
+        self._state = SessionState(autocommit=autocommit)
         self._gate = TransactionGate()
         #: The server's answer that the session is dead, once it has said so.
         self._gone: _ConnectorError | None = None
