@@ -67,7 +67,8 @@ def test_uncommitted_writes_are_the_sessions_own_until_commit(
     cur = a.cursor()
     assert cur.execute(begin).fetchall() == [("Statement executed successfully.",)]
     txn = current_transaction(a)
-    assert txn is not None and int(txn) > 0
+    assert txn is not None
+    assert int(txn) > 0
     cur.execute(f"insert into {table} values (1), (2)")
     assert cur.rowcount == 2
     assert count(a, table) == 2  # its own writes

@@ -33,8 +33,11 @@ from fakesnow.statement_type import DML_TYPE_IDS, statement_type_id
 
 from ._state import CANCELED, Query, QueryError, Session
 
-# The query a worker thread is executing, for SQL functions that need it (SYSTEM$WAIT).
-_current = threading.local()
+# The queries executing in DuckDB by id, for SQL functions that need theirs (SYSTEM$WAIT).
+# DuckDB calls Python functions on its own threads, so a thread-local cannot carry it:
+# each statement's ``system$wait(`` calls get its query id as a first argument instead.
+_executing: dict[str, Query] = {}
+_WAIT_CALL = re.compile(r"system\$wait\s*\(", re.IGNORECASE)
 
 # Large Arrow results are answered as Snowflake does: the first rows inline
 # (``rowsetBase64``), the rest as chunks the client downloads lazily, a few ahead, from
@@ -83,16 +86,16 @@ class QueryFailed(Exception):
         self.error = error
 
 
-def _system_wait(amount: float, unit: str | None = None) -> str:
+def _system_wait(query_id: str, amount: float) -> str:
     """SYSTEM$WAIT inside an arbitrary statement: sleeps, but stops when its query is aborted."""
-    query: Query | None = getattr(_current, "query", None)
-    deadline = time.monotonic() + wait_seconds(amount, unit)
+    query = _executing.get(query_id)
+    deadline = time.monotonic() + wait_seconds(amount, None)
     while (left := deadline - time.monotonic()) > 0:
-        if query is not None and query.cancel_requested.wait(min(left, 0.05)):
-            raise QueryFailed(CANCELED)
         if query is None:
             time.sleep(min(left, 0.05))
-    return f"waited {amount:g} {(unit or 'seconds').lower()}"
+        elif query.cancel_requested.wait(min(left, 0.05)):
+            raise QueryFailed(CANCELED)
+    return f"waited {amount:g} seconds"
 
 
 @dataclass
@@ -199,8 +202,8 @@ class Engine:
         # Registered once on the shared DuckDB; visible to every session's connections.
         self.fs.duck_conn.create_function(
             "system$wait",
-            lambda amount: _system_wait(amount),
-            [sqltypes.DOUBLE],
+            _system_wait,
+            [sqltypes.VARCHAR, sqltypes.DOUBLE],
             sqltypes.VARCHAR,
             side_effects=True,
         )
@@ -232,7 +235,8 @@ class Engine:
         before = (conn.database, conn.schema)
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
-        _current.query = query
+        _executing[query.query_id] = query
+        sql_text = _WAIT_CALL.sub(f"system$wait('{query.query_id}', ", sql_text)
         try:
             for name, table in (register or {}).items():
                 duck.register(name, table)
@@ -261,7 +265,7 @@ class Engine:
                 raise QueryFailed(CANCELED) from None
             raise QueryFailed(_translate(e)) from None
         finally:
-            _current.query = None
+            _executing.pop(query.query_id, None)
             query.interrupt = None
             for name in register or {}:
                 with contextlib.suppress(Exception):  # best effort; the name is per query

@@ -239,14 +239,16 @@ class Registry:
         if session is None:
             raise Refused(NOT_LOGGED_IN, "User must login again to access the service.")
         now = time.monotonic()
-        if not session.master_expired and now - session.last_active > self.master_token_validity:
-            session.master_expired = True
+        if not session.master_expired:
+            # A stale session token is answered 390112 first, even when the session has
+            # been idle past the master validity: the renewal is what learns it died.
+            if not master and now - session.token_issued > self.session_token_validity:
+                raise Refused(SESSION_EXPIRED, "Session token expired.")
+            session.master_expired = now - session.last_active > self.master_token_validity
         if session.master_expired:
             raise Refused(
                 MASTER_EXPIRED, "Master token can never be renewed - authentication required."
             )
-        if not master and now - session.token_issued > self.session_token_validity:
-            raise Refused(SESSION_EXPIRED, "Session token expired.")
         session.last_active = now
         return session
 
