@@ -103,3 +103,15 @@ async def test_session_deleted_on_the_server(emulator: LocalSnowflake) -> None:
         with pytest.raises(SessionExpiredError):
             await job.result()
     assert session.is_closed
+
+
+def test_the_error_pickles_and_names_the_server_message() -> None:
+    import pickle
+
+    error = SessionExpiredError.from_error(
+        ProgrammingError(msg="Master token expired", errno=390114, sqlstate="08001")
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is SessionExpiredError
+    assert (again.errno, again.sqlstate, str(again)) == (390114, "08001", str(error))
+    assert "Server said: Master token expired" in str(error)

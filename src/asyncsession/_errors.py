@@ -59,8 +59,13 @@ class SessionExpiredError(ProgrammingError):
     (so of ``DatabaseError``), which both generations raise for these codes.
     """
 
-    def __init__(self, error: _ConnectorError) -> None:
-        errno = error.errno
+    def __init__(
+        self,
+        errno: int,
+        server_message: str,
+        sqlstate: str | None = None,
+        query_id: str | None = None,
+    ) -> None:
         if errno in MASTER_TOKEN_ERRNOS:
             cause = (
                 "its master token expired (a session idle for longer than the token's "
@@ -70,13 +75,23 @@ class SessionExpiredError(ProgrammingError):
         else:
             cause = "the server no longer knows it (logged out, deleted, or expired)"
         super().__init__(
-            msg=f"the Snowflake session is gone: {cause}. Server said: {error.raw_msg}. "
+            msg=f"the Snowflake session is gone: {cause}. Server said: {server_message}. "
             "Create a new session, or use a SessionPool, which replaces dead sessions",
             errno=errno,
-            sqlstate=error.sqlstate,
-            sfqid=error.sfqid,
+            sqlstate=sqlstate,
+            sfqid=query_id,
         )
         self.cause = cause
+        self.server_message = server_message
+        self._arguments = (errno, server_message, sqlstate, query_id)
+
+    @classmethod
+    def from_error(cls, error: _ConnectorError) -> SessionExpiredError:
+        server_message = str(error.raw_msg or error.msg or error)
+        return cls(int(error.errno or 0), server_message, error.sqlstate, error.sfqid)
+
+    def __reduce__(self) -> tuple[type[SessionExpiredError], tuple[object, ...]]:
+        return (type(self), self._arguments)
 
 
 def is_session_gone(error: BaseException) -> bool:

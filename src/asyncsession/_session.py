@@ -182,7 +182,7 @@ class AsyncSession:
         if self._closed:
             raise SessionClosedError(operation)
         if self._gone is not None:
-            raise SessionExpiredError(self._gone)
+            raise SessionExpiredError.from_error(self._gone)
 
     def _session_gone(self, error: _ConnectorError) -> None:
         """The registry heard the server say the session is dead (``SessionExpiredError``)."""
