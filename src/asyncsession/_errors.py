@@ -5,6 +5,7 @@ Existing ``except snowflake.connector.errors.ProgrammingError`` blocks keep work
 
 from __future__ import annotations
 
+import snowflake.connector.errors
 from snowflake.connector.errors import Error as _ConnectorError
 from snowflake.connector.errors import InterfaceError, ProgrammingError
 
@@ -18,6 +19,12 @@ CANCELED_SQLSTATE = "57014"
 #: ProgrammingError, 5.x as ProgrammingError or DatabaseError (390114 after a failed renew).
 MASTER_TOKEN_ERRNOS = frozenset({390113, 390114, 390115})
 SESSION_GONE_ERRNOS = frozenset({390104, 390111, 390112}) | MASTER_TOKEN_ERRNOS
+
+#: 5.x raises this ProgrammingError (errno 250001, no server code) when a session token
+#: renewal is refused because the master token can never be renewed; 4.x has no such class.
+_REAUTHENTICATE: type[BaseException] | None = getattr(
+    snowflake.connector.errors, "ReauthenticationRequest", None
+)
 
 
 class ConfigurationError(InterfaceError, ValueError):
@@ -65,8 +72,9 @@ class SessionExpiredError(ProgrammingError):
         server_message: str,
         sqlstate: str | None = None,
         query_id: str | None = None,
+        master_token: bool | None = None,
     ) -> None:
-        if errno in MASTER_TOKEN_ERRNOS:
+        if master_token or (master_token is None and errno in MASTER_TOKEN_ERRNOS):
             cause = (
                 "its master token expired (a session idle for longer than the token's "
                 "validity, 4 hours by default, dies unless client_session_keep_alive is on; "
@@ -83,12 +91,13 @@ class SessionExpiredError(ProgrammingError):
         )
         self.cause = cause
         self.server_message = server_message
-        self._arguments = (errno, server_message, sqlstate, query_id)
+        self._arguments = (errno, server_message, sqlstate, query_id, master_token)
 
     @classmethod
     def from_error(cls, error: _ConnectorError) -> SessionExpiredError:
         server_message = str(error.raw_msg or error.msg or error)
-        return cls(int(error.errno or 0), server_message, error.sqlstate, error.sfqid)
+        master = error.errno in MASTER_TOKEN_ERRNOS or _is_reauthentication(error)
+        return cls(int(error.errno or 0), server_message, error.sqlstate, error.sfqid, master)
 
     def __reduce__(self) -> tuple[type[SessionExpiredError], tuple[object, ...]]:
         return (type(self), self._arguments)
@@ -96,7 +105,13 @@ class SessionExpiredError(ProgrammingError):
 
 def is_session_gone(error: BaseException) -> bool:
     """Whether ``error`` is the server saying the session is dead."""
-    return isinstance(error, _ConnectorError) and error.errno in SESSION_GONE_ERRNOS
+    return isinstance(error, _ConnectorError) and (
+        error.errno in SESSION_GONE_ERRNOS or _is_reauthentication(error)
+    )
+
+
+def _is_reauthentication(error: BaseException) -> bool:
+    return _REAUTHENTICATE is not None and isinstance(error, _REAUTHENTICATE)
 
 
 class TransactionError(ProgrammingError):
