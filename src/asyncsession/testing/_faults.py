@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._engine import CHUNK_ROUTE
 from ._protocol import ADMIN_ROUTE
+from ._results import CHUNK_ROUTE
 
 
 @dataclass
