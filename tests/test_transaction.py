@@ -241,3 +241,18 @@ async def test_tasks_started_inside_run_inside(
     assert sent[-1] == "rollback"
     assert len(sent) == 7
     assert rows_seen_elsewhere(local_snowflake, table) == []
+
+
+async def test_autocommit_off_is_tracked(local_snowflake: LocalSnowflake) -> None:
+    params = {**local_snowflake.connection_parameters, "autocommit": False}
+    async with Session.builder.configs(params).create() as session:
+        assert not session.in_transaction
+        table = f"t_{uuid.uuid4().hex[:8]}"
+        await session.sql(f"create table {table} (n int)").collect()  # DDL: commits
+        assert not session.in_transaction
+        await session.sql(f"insert into {table} values (1)").collect()
+        assert session.in_transaction  # AUTOCOMMIT off: the insert opened one
+        assert rows_seen_elsewhere(local_snowflake, table) == []
+        assert await session._rollback() is True
+        assert not session.in_transaction
+        assert rows_seen_elsewhere(local_snowflake, table) == []
