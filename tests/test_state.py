@@ -116,6 +116,8 @@ def test_state_folds_effects() -> None:
     assert state.changed == {"schema"}
     state.note("query_tag")
     assert state.changed == {"schema", "query_tag"}
+    state.finished(classify("use schema x"), False)  # aborted: it may still land later
+    assert state.changed == {"schema", "query_tag", "unknown"}
     state.reset()
     assert state.changed == frozenset()
 

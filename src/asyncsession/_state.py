@@ -199,7 +199,8 @@ class SessionState:
       ``BEGIN`` the user sent. A statement whose outcome is unknown (cancelled, failed)
       never clears it; a ``BEGIN`` whose outcome is unknown sets it.
     - ``changed``: the kinds of session state that may have changed (``CHANGES``). Set
-      *before* a statement is sent, so a statement cancelled mid-flight still counts.
+      *before* a statement is sent, so a statement cancelled mid-flight still counts; one
+      that did not end normally adds ``"unknown"`` too.
     - ``autocommit``: False when the session runs with AUTOCOMMIT off (the ``autocommit``
       connect option or ``ALTER SESSION SET AUTOCOMMIT = FALSE``): then any statement
       other than COMMIT/ROLLBACK/DDL may open a transaction, and counts as doing so.
@@ -232,6 +233,11 @@ class SessionState:
 
     def finished(self, effect: StatementEffect, succeeded: bool) -> None:
         """The statement ended: ``succeeded``, or with an error or cancellation."""
+        if effect.changes and not succeeded:
+            # Cancelled or failed: it may still take effect on the server after its abort
+            # was answered, even after a statement restoring the old state (seen on the
+            # emulator): what it changed is unknown, so a pool discards the session.
+            self._changed.add("unknown")
         if effect.transaction == "open":
             self.in_transaction = True  # even when unsure whether it ran
         elif effect.transaction == "close" and succeeded:
