@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-# The engine imports fakesnow/DuckDB, which live in the emulator's (4.x) environment only.
-pytest.importorskip("fakesnow", reason="the emulator's engine needs connector 4.x's env")
+# The engine runs in the emulator's environment (fakesnow, connector 4.x) only.
+pytest.importorskip("fakesnow")
 
 from asyncsession.testing._engine import _with_query_id
 
