@@ -114,6 +114,7 @@ class SessionEngine:
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: list[FakeSnowflakeConnection] = field(default_factory=list)
     pinned: FakeSnowflakeConnection | None = None
+    closed: bool = False  # the session is gone: connections handed back are closed
 
     def borrow(self) -> FakeSnowflakeConnection:
         with self.lock:
@@ -129,8 +130,12 @@ class SessionEngine:
         with self.lock:
             if changed_context:
                 self.database, self.schema = conn.database, conn.schema
-            if conn is not self.pinned:
+            if conn is self.pinned:
+                return
+            if not self.closed:
                 self.idle.append(conn)
+                return
+        conn.close()
 
     # transactions
     def begin(self) -> None:
@@ -168,13 +173,16 @@ class SessionEngine:
         conn._autocommit, conn._in_transaction = True, False
         with self.lock:
             self.pinned = None
-            self.idle.append(conn)
+        self.give_back(conn, changed_context=False)
 
     def close(self) -> None:
-        if self.pinned is not None:
-            with contextlib.suppress(duckdb.Error):
-                self.end(commit=False)
+        """Close the idle connections, and each busy one when it is handed back.
+
+        A pinned connection is left to whoever ends its transaction (``end``, under the
+        transaction's lock): DuckDB refuses a second call on a busy connection.
+        """
         with self.lock:
+            self.closed = True
             idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()
