@@ -50,6 +50,9 @@ def started(name: str, *args: str, env: dict[str, str]) -> Iterator[subprocess.P
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A suite started in the background (no job control) ignores SIGINT, and its
+        # children would inherit that: the example must get its KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         yield process
