@@ -6,8 +6,17 @@ made async — with server-side cancellation of every cancelled await.
 
 from ._builder import SessionBuilder, SessionCreation
 from ._config import InsecureConfigFileWarning, UnknownOptionWarning
-from ._errors import ConfigurationError, QueryCancelledError, SessionClosedError
+from ._errors import (
+    ConfigurationError,
+    PoolClosedError,
+    PoolTimeout,
+    QueryCancelledError,
+    SessionClosedError,
+    TooManyRequests,
+)
 from ._job import AsyncJob
+from ._pool import Lease, PoolCreation, SessionPool
+from ._pool_options import PoolOptions
 from ._query import ResultStream, SqlQuery
 from ._registry import RunningQuery
 from ._row import Row
@@ -20,6 +29,11 @@ __all__ = [
     "AsyncSession",
     "ConfigurationError",
     "InsecureConfigFileWarning",
+    "Lease",
+    "PoolClosedError",
+    "PoolCreation",
+    "PoolOptions",
+    "PoolTimeout",
     "QueryCancelledError",
     "ResultStream",
     "Row",
@@ -28,7 +42,9 @@ __all__ = [
     "SessionBuilder",
     "SessionClosedError",
     "SessionCreation",
+    "SessionPool",
     "SqlQuery",
+    "TooManyRequests",
     "UnknownOptionWarning",
     "__version__",
 ]

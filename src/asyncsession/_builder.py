@@ -7,15 +7,19 @@ import logging
 import threading
 from collections.abc import Generator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._config import ResolvedConfig, normalize_options, redact, resolve
 from ._driver import Driver, get_driver
 from ._errors import ConfigurationError
+from ._pool_options import PoolOptions, check_pool_options
 from ._session import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, AsyncSession
 from ._threads import WorkerCall, run_blocking
+
+if TYPE_CHECKING:
+    from ._pool import PoolCreation
 
 logger = logging.getLogger("asyncsession")
 
@@ -61,6 +65,47 @@ class SessionBuilder:
 
     # Snowpark spelling; ours is always a fresh session.
     getOrCreate = create
+
+    def create_pool(
+        self,
+        *,
+        min_size: int = PoolOptions.min_size,
+        max_size: int = PoolOptions.max_size,
+        timeout: float = PoolOptions.timeout,
+        max_waiting: int = PoolOptions.max_waiting,
+        max_lifetime: float = PoolOptions.max_lifetime,
+        max_idle: float = PoolOptions.max_idle,
+        health_check_after: float | None = PoolOptions.health_check_after,
+        max_login_delay: float = PoolOptions.max_login_delay,
+        max_concurrent_logins: int = PoolOptions.max_concurrent_logins,
+        **unknown: object,
+    ) -> PoolCreation:
+        """A ``SessionPool`` of sessions made with these options (as ``create()`` makes one).
+
+        Await it, or use ``async with builder.create_pool(...) as pool``. ``min_size``
+        sessions are logged in before it returns (at most ``max_concurrent_logins`` at
+        once; if one fails, that error is raised and nothing stays logged in). Bad pool
+        options raise one ``ConfigurationError`` naming the option, before any login.
+        See ``SessionPool`` and ``PoolOptions`` for what each option does.
+        """
+        from ._pool import PoolCreation, open_pool
+
+        checked = check_pool_options(
+            {
+                "min_size": min_size,
+                "max_size": max_size,
+                "timeout": timeout,
+                "max_waiting": max_waiting,
+                "max_lifetime": max_lifetime,
+                "max_idle": max_idle,
+                "health_check_after": health_check_after,
+                "max_login_delay": max_login_delay,
+                "max_concurrent_logins": max_concurrent_logins,
+                **unknown,
+            }
+        )
+        options, app_tag = dict(self._options), self._app_tag
+        return PoolCreation(lambda: open_pool(options, app_tag, checked))
 
 
 class SessionCreation:

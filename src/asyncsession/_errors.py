@@ -6,7 +6,7 @@ Existing ``except snowflake.connector.errors.ProgrammingError`` blocks keep work
 from __future__ import annotations
 
 from snowflake.connector.errors import Error as _ConnectorError
-from snowflake.connector.errors import InterfaceError, ProgrammingError
+from snowflake.connector.errors import InterfaceError, OperationalError, ProgrammingError
 
 # Snowflake's code and SQL state for "SQL execution canceled".
 CANCELED_ERRNO = 604
@@ -26,6 +26,33 @@ class SessionClosedError(InterfaceError):
     def __init__(self, operation: str) -> None:
         super().__init__(msg=f"cannot {operation}: the session is closed")
         self.operation = operation
+
+
+class PoolClosedError(SessionClosedError):
+    """An operation was attempted on a closed ``SessionPool``; the message names it."""
+
+    def __init__(self, operation: str) -> None:
+        InterfaceError.__init__(self, msg=f"cannot {operation}: the session pool is closed")
+        self.operation = operation
+
+
+class PoolTimeout(OperationalError):
+    """No pooled session became free within the lease's ``timeout``.
+
+    The message says how busy the pool was and, when logins are failing, the last login
+    error (without secrets). A subclass of the connector's ``OperationalError``, as
+    psycopg_pool's ``PoolTimeout`` is of psycopg's.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
+
+
+class TooManyRequests(OperationalError):
+    """A lease was refused at once: ``max_waiting`` tasks were already waiting for one."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
 
 
 class QueryCancelledError(ProgrammingError):
@@ -48,7 +75,10 @@ __all__ = [
     "CANCELED_ERRNO",
     "CANCELED_SQLSTATE",
     "ConfigurationError",
+    "PoolClosedError",
+    "PoolTimeout",
     "QueryCancelledError",
     "SessionClosedError",
+    "TooManyRequests",
     "_ConnectorError",
 ]

@@ -19,6 +19,7 @@ from ._threads import WorkerCall, run_blocking
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
     from ._job import AsyncJob
+    from ._lease import LeaseGuard
     from ._query import QueryInput, SqlQuery
 
 logger = logging.getLogger("asyncsession")
@@ -79,6 +80,8 @@ class AsyncSession:
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
         self._on_close: list[Callable[[], Awaitable[None]]] = []
+        #: Set by a ``SessionPool`` lease: retries a first statement refused by a dead session.
+        self._lease: LeaseGuard | None = None
 
     def __repr__(self) -> str:
         params = redact(self._config.connect_kwargs)
@@ -156,9 +159,11 @@ class AsyncSession:
         query = self._registry.add(sql_text)
         driver = self._driver
         driver.prepare(query)
+        connection = self._connection
+        lease = self._lease
 
         def work() -> T:
-            cursor = self._connection.cursor()
+            cursor = connection.cursor()
             try:
                 driver.execute(cursor, query, params)
                 result = consume(cursor)
@@ -169,7 +174,21 @@ class AsyncSession:
                 cursor.close()
             return result
 
-        return await self._registry.run(query, WorkerCall(work), self._query_limiter)
+        try:
+            result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
+        except Exception as e:
+            if lease is not None and await lease.retry_refused(self, connection, e):
+                return await self._run_query(
+                    sql_text, params, consume, operation=operation, keep_cursor=keep_cursor
+                )
+            raise
+        except BaseException:
+            if lease is not None:
+                lease.answered(connection)
+            raise
+        if lease is not None:
+            lease.answered(connection)
+        return result
 
     async def _execute_keep_cursor(
         self, sql_text: str, params: Sequence[Any] | None, operation: str
