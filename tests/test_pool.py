@@ -463,7 +463,7 @@ async def test_login_storm_against_a_failing_server_backs_off(
             logins = sum(c.get("failed_logins", 0) for c in emulator.counters().values())
             assert logins <= 10 * 6  # each connector login retries a 403 at most 6 times
         emulator.clear_faults()
-        pool._next_login_at = 0.0  # let the test skip the remaining backoff
+        pool._logins.next_at = 0.0  # let the test skip the remaining backoff
         async with pool.session(timeout=30) as session:
             assert (await session.sql("select 1").collect())[0][0] == 1
         assert pool.stats()["last_login_error"] is None

@@ -15,7 +15,8 @@ from ._errors import (
     TooManyRequests,
 )
 from ._job import AsyncJob
-from ._pool import Lease, PoolCreation, SessionPool
+from ._lease import Lease, PoolCreation
+from ._pool import SessionPool
 from ._pool_options import PoolOptions
 from ._query import ResultStream, SqlQuery
 from ._registry import RunningQuery

@@ -19,7 +19,7 @@ from ._session import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, As
 from ._threads import WorkerCall, run_blocking
 
 if TYPE_CHECKING:
-    from ._pool import PoolCreation
+    from ._lease import PoolCreation
 
 logger = logging.getLogger("asyncsession")
 
@@ -88,7 +88,8 @@ class SessionBuilder:
         options raise one ``ConfigurationError`` naming the option, before any login.
         See ``SessionPool`` and ``PoolOptions`` for what each option does.
         """
-        from ._pool import PoolCreation, open_pool
+        from ._lease import PoolCreation
+        from ._pool import open_pool
 
         checked = check_pool_options(
             {
@@ -149,7 +150,8 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         release = None
     try:
         kwargs = _connect_kwargs(config, app_tag)
-        connection = await _login(driver, kwargs)
+        drain = config.library_options.get("cancel_timeout", DEFAULT_CANCEL_TIMEOUT)
+        connection = await _login(driver, kwargs, drain)
     except BaseException:
         if release is not None:
             with anyio.CancelScope(shield=True):
@@ -201,11 +203,12 @@ def _initial_tag(kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:
+async def _login(driver: Driver, kwargs: dict[str, Any], drain_seconds: float) -> Any:
     """Connect in a worker thread: even a browser SSO flow never blocks the event loop.
 
     If the awaiting task is cancelled mid-login, the login finishes in its thread and that
-    connection is then closed, so no server session is left behind.
+    connection is then closed, so no server session is left behind; the cancelled task
+    waits up to ``drain_seconds`` for that (a closing pool then leaves none logged in).
     """
     lock = threading.Lock()
     abandoned = False
@@ -220,14 +223,18 @@ async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:
                 made.append(connection)
         return connection
 
+    call = WorkerCall(login)
     try:
-        return await WorkerCall(login).start(anyio.CapacityLimiter(1))
+        return await call.start(anyio.CapacityLimiter(1))
     except anyio.get_cancelled_exc_class():
         with lock:
             abandoned = True
-        if made:  # logged in just as we were cancelled
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if made:  # logged in just as we were cancelled
                 await run_blocking(lambda: _close_quietly(made[0]), anyio.CapacityLimiter(1))
+            else:  # the thread logs out what it gets; give it a moment to finish
+                with anyio.move_on_after(drain_seconds):
+                    await call.wait_finished()
         raise
 
 

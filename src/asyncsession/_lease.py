@@ -5,6 +5,8 @@
   token expired) before anything of the lease was answered on that connection is
   retried once on a fresh connection swapped into the same ``AsyncSession``. A refused
   statement never ran, and nothing of the lease can have been lost with the old session.
+- ``Lease``: ``async with pool.session() as session``; ``PoolCreation``: what
+  ``builder.create_pool()`` returns (awaitable, or an async context manager).
 - ``reset_for_reuse`` (on return): abort what still runs (queries and ``collect_nowait``
   jobs), roll back an open transaction, restore the session state the lease changed with
   one statement per item; or say why the session must be discarded instead. Nothing
@@ -14,8 +16,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Generator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -23,6 +26,8 @@ import anyio
 from ._errors import _ConnectorError
 
 if TYPE_CHECKING:
+    from ._pool import SessionPool
+    from ._pool import _Pooled as Pooled
     from ._session import AsyncSession
 
 logger = logging.getLogger("asyncsession")
@@ -198,3 +203,58 @@ def _sid(connection: Any) -> Any:
         return connection.session_id
     except Exception:
         return "?"
+
+
+class Lease:
+    """``async with pool.session() as session``: the session is this task's until the block ends."""
+
+    def __init__(self, pool: SessionPool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._pooled: Pooled | None = None
+        self._guard: LeaseGuard | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._pooled is not None:
+            raise RuntimeError("this lease is already in use: call pool.session() again")
+        pooled = await self._pool._acquire(self._timeout)
+        session = pooled.session
+        self._guard = LeaseGuard(self._pool._fresh_session, session._connection)
+        session._lease = self._guard
+        self._pooled = pooled
+        return session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pooled, guard = self._pooled, self._guard
+        self._pooled = self._guard = None
+        if pooled is not None and guard is not None:
+            await self._pool._release(pooled, guard)
+
+
+class PoolCreation:
+    """Awaitable (gives the pool) and async context manager (closes it on exit)."""
+
+    def __init__(self, make: Callable[[], Awaitable[SessionPool]]) -> None:
+        self._make = make
+        self._pool: SessionPool | None = None
+
+    def __await__(self) -> Generator[Any, None, SessionPool]:
+        return self._make().__await__()
+
+    async def __aenter__(self) -> SessionPool:
+        self._pool = await self._make()
+        return self._pool
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()

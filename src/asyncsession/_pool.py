@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -26,12 +25,11 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._builder import _resolve_in_thread, create_session
-from ._config import SECRET_KEYS
 from ._detached import start_detached
 from ._errors import PoolClosedError, PoolTimeout, TooManyRequests
-from ._lease import LeaseGuard, Original, reset_for_reuse
-from ._pool_options import PoolOptions, check_seconds, lifetime, login_delay
+from ._lease import Lease, LeaseGuard, Original, reset_for_reuse
+from ._pool_logins import Logins, login_options
+from ._pool_options import PoolOptions, check_seconds, lifetime
 from ._session import AsyncSession
 
 logger = logging.getLogger("asyncsession")
@@ -75,8 +73,6 @@ class SessionPool:
         *,
         single_login: bool = False,
     ) -> None:
-        self._options = options
-        self._app_tag = app_tag
         self.options = pool_options
         self._idle: list[_Pooled] = []
         self._live: set[_Pooled] = set()
@@ -84,22 +80,15 @@ class SessionPool:
         self._connecting = 0
         #: Discarded sessions not yet logged out (the worker, or ``aclose()``, does it).
         self._to_close: list[AsyncSession] = []
-        self._login_limiter = anyio.CapacityLimiter(
-            1 if single_login else pool_options.max_concurrent_logins
-        )
+        self._logins = Logins(options, app_tag, pool_options, one_at_a_time=single_login)
         self._closed = False
         self._close_done: anyio.Event | None = None
         self._wake = anyio.Event()
         self._worker_scope: anyio.CancelScope | None = None
         self._worker_tg: anyio.abc.TaskGroup | None = None
         self._worker_done: anyio.Event | None = None
-        self._login_failures = 0
-        self._next_login_at = 0.0
-        self._last_login_error: str | None = None
         self._counts = dict.fromkeys(
             (
-                "logins",
-                "failed_logins",
                 "replaced",
                 "closed_idle",
                 "requests",
@@ -143,8 +132,10 @@ class SessionPool:
             "idle": len(self._idle),
             "waiting": len(self._waiters),
             "connecting": self._connecting,
+            "logins": self._logins.succeeded,
+            "failed_logins": self._logins.failed,
             **self._counts,
-            "last_login_error": self._last_login_error,
+            "last_login_error": self._logins.last_error,
         }
 
     async def aclose(self) -> None:
@@ -198,9 +189,9 @@ class SessionPool:
 
         async def first_login() -> None:
             try:
-                async with self._login_limiter:
-                    pooled = self._adopt(await create_session(self._options, self._app_tag))
-                    self._put(pooled)
+                session = await self._logins.login(paced=False)
+                assert session is not None
+                self._put(self._adopt(session))
             except Exception as e:
                 errors.append(e)
                 tg.cancel_scope.cancel()
@@ -264,8 +255,8 @@ class SessionPool:
                     wait = min(wait, idle_until - now)
         missing = self._wanted() - len(self._live) - self._connecting
         if missing > 0:
-            if now < self._next_login_at:
-                wait = min(wait, self._next_login_at - now)
+            if self._logins.wait_seconds() > 0:
+                wait = min(wait, self._logins.wait_seconds())
             else:
                 for _ in range(missing):
                     self._connecting += 1
@@ -274,18 +265,11 @@ class SessionPool:
 
     async def _grow(self) -> None:
         try:
-            async with self._login_limiter:
-                # Demand may have gone, or a login failed meanwhile: then back off.
-                if anyio.current_time() < self._next_login_at:
-                    return
-                if len(self._live) + self._connecting > self._wanted():
-                    return
-                try:
-                    session = await create_session(self._options, self._app_tag)
-                except Exception as e:
-                    self._login_failed(e)
-                    return
-            self._put(self._adopt(session))
+            if len(self._live) + self._connecting > self._wanted():
+                return  # demand went away meanwhile
+            session = await self._logins.login()
+            if session is not None:
+                self._put(self._adopt(session))
         finally:
             self._connecting -= 1
             self._poke()
@@ -296,29 +280,7 @@ class SessionPool:
             session, Original.of(session), now + lifetime(self.options.max_lifetime), now
         )
         self._live.add(pooled)
-        self._counts["logins"] += 1
-        self._login_failures = 0
-        self._last_login_error = None
         return pooled
-
-    def _login_failed(self, error: Exception) -> None:
-        self._counts["failed_logins"] += 1
-        self._login_failures += 1
-        delay = login_delay(self._login_failures, self.options.max_login_delay)
-        self._next_login_at = anyio.current_time() + delay
-        self._last_login_error = self._without_secrets(f"{type(error).__name__}: {error}")
-        logger.warning(
-            "session pool login failed (%d in a row; next attempt in %.1f s): %s",
-            self._login_failures,
-            delay,
-            self._last_login_error,
-        )
-
-    def _without_secrets(self, text: str) -> str:
-        for key, value in self._options.items():
-            if key in SECRET_KEYS and isinstance(value, str) and len(value) >= 4:
-                text = text.replace(value, "***")
-        return text[:500]
 
     # ---- sessions in and out ---------------------------------------------------------
     def _put(self, pooled: _Pooled) -> None:
@@ -415,8 +377,8 @@ class SessionPool:
             f"(size {stats['size']} of max_size {stats['max_size']}: {stats['leased']} "
             f"leased, {stats['waiting']} other tasks waiting)"
         )
-        if self._last_login_error is not None:
-            message += f"; the last login failed: {self._last_login_error}"
+        if self._logins.last_error is not None:
+            message += f"; the last login failed: {self._logins.last_error}"
         return message
 
     async def _check(self, pooled: _Pooled, deadline: float) -> bool:
@@ -468,82 +430,16 @@ class SessionPool:
                 self._discard(pooled, reason)
 
     async def _fresh_session(self) -> AsyncSession:
-        async with self._login_limiter:
-            session = await create_session(self._options, self._app_tag)
-        self._counts["logins"] += 1
+        session = await self._logins.login(paced=False)
+        assert session is not None
         return session
-
-
-class Lease:
-    """``async with pool.session() as session``: the session is this task's until the block ends."""
-
-    def __init__(self, pool: SessionPool, timeout: float) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._pooled: _Pooled | None = None
-        self._guard: LeaseGuard | None = None
-
-    async def __aenter__(self) -> AsyncSession:
-        if self._pooled is not None:
-            raise RuntimeError("this lease is already in use: call pool.session() again")
-        pooled = await self._pool._acquire(self._timeout)
-        session = pooled.session
-        self._guard = LeaseGuard(self._pool._fresh_session, session._connection)
-        session._lease = self._guard
-        self._pooled = pooled
-        return session
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pooled, guard = self._pooled, self._guard
-        self._pooled = self._guard = None
-        if pooled is not None and guard is not None:
-            await self._pool._release(pooled, guard)
-
-
-class PoolCreation:
-    """Awaitable (gives the pool) and async context manager (closes it on exit)."""
-
-    def __init__(self, make: Callable[[], Awaitable[SessionPool]]) -> None:
-        self._make = make
-        self._pool: SessionPool | None = None
-
-    def __await__(self) -> Generator[Any, None, SessionPool]:
-        return self._make().__await__()
-
-    async def __aenter__(self) -> SessionPool:
-        self._pool = await self._make()
-        return self._pool
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
-
-
-#: ``authenticator`` values that open a browser: one prompt must serve the whole pool.
-BROWSER_AUTHENTICATORS = frozenset({"externalbrowser"})
 
 
 async def open_pool(
     options: dict[str, object], app_tag: str | None, pool_options: PoolOptions
 ) -> SessionPool:
     """Resolve the options once (errors before any login), then log in ``min_size``."""
-    config = await _resolve_in_thread(options)
-    authenticator = str(config.connect_kwargs.get("authenticator") or "").lower()
-    browser = authenticator in BROWSER_AUTHENTICATORS
-    if browser and "client_store_temporary_credential" not in config.connect_kwargs:
-        # The connector's ID-token cache: the first login's browser prompt leaves a
-        # token the other logins use (5.x's default; 4.x's only on macOS and Windows).
-        options = {**options, "client_store_temporary_credential": True}
+    options, browser = await login_options(options)
     pool = SessionPool(options, app_tag, pool_options, single_login=browser)
     await pool._open()
     return pool
