@@ -43,13 +43,24 @@ def stub_session_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     original_use = AsyncSession._use
     original_tag = AsyncSession.set_query_tag
 
+    # Recorded before the statement runs. One that did not end normally (cancelled,
+    # failed) may still take effect on the server after its abort was answered, even
+    # after a restoring statement: its effect is "unknown" (the pool then discards).
     async def use(self: AsyncSession, kind: str, name: str) -> None:
-        await original_use(self, kind, name)
         state(self).changed.add(kind)
+        try:
+            await original_use(self, kind, name)
+        except BaseException:
+            state(self).changed.add("unknown")
+            raise
 
     async def set_query_tag(self: AsyncSession, tag: str | None) -> None:
-        await original_tag(self, tag)
         state(self).changed.add("query_tag")
+        try:
+            await original_tag(self, tag)
+        except BaseException:
+            state(self).changed.add("unknown")
+            raise
 
     async def rollback(self: AsyncSession) -> None:
         await self._run_query("rollback", None, lambda c: None)
