@@ -10,7 +10,6 @@ import math
 import os
 import random
 import string
-import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from asyncsession import _config
+from asyncsession import _config, _connections_file
 from asyncsession._config import (
     CONNECT_OPTIONS,
     LIBRARY_OPTIONS,
@@ -714,7 +713,7 @@ def test_connector_skip_option_skips_our_checks(home: Path, sfdir: Path, key: st
 def test_no_permission_checks_off_posix(
     home: Path, sfdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_config, "_POSIX", False)
+    monkeypatch.setattr(_connections_file, "_POSIX", False)
     write(sfdir / "connections.toml", DEV, mode=0o666)
     assert run({"connection_name": "dev"}, home).connect_kwargs["account"] == "acc_dev"
 
@@ -1024,13 +1023,6 @@ def test_resolve_defaults_read_os_environ_and_home(
     write(home / "sf" / "connections.toml", '[default]\naccount = "from_env_home"\n')
     monkeypatch.setenv("SNOWFLAKE_HOME", str(home / "sf"))
     assert resolve({}).connect_kwargs == {"account": "from_env_home"}
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 11), reason="tomli fallback only on 3.10")
-def test_tomli_fallback() -> None:  # pragma: no cover
-    import importlib
-
-    assert getattr(_config, "tomllib") is importlib.import_module("tomli")  # noqa: B009
 
 
 @pytest.mark.parametrize("value", [0, -1, True, "3", 2.0, 2**31])

@@ -13,6 +13,7 @@ import anyio
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._errors import SessionClosedError
+from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._registry import QueryRegistry, RunningQuery
 from ._threads import WorkerCall, run_blocking
 
@@ -26,8 +27,6 @@ logger = logging.getLogger("asyncsession")
 
 T = TypeVar("T")
 
-DEFAULT_CANCEL_TIMEOUT = 5.0
-DEFAULT_MAX_CONCURRENT_QUERIES = 100
 #: Threads for control calls (aborts, status, logout): never queued behind running queries.
 CONTROL_THREADS = 32
 
