@@ -25,7 +25,6 @@ from asyncsession.fastapi import (
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
 from tests.pool_support import builder_for, server_session_ids
-from tests.pool_support import stub_session_state as stub_session_state  # autouse
 from tests.test_fastapi import (
     HAS_UVICORN,
     asgi_client,

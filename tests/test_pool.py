@@ -28,7 +28,6 @@ from tests.pool_support import (
     builder_for,
     queries_of,
     server_session_ids,
-    stub_session_state,  # noqa: F401 - autouse fixture
 )
 
 
@@ -184,7 +183,7 @@ async def test_alter_session_parameters_discards_and_replaces(
     async with builder_for(local_snowflake).create_pool(min_size=1, max_size=1) as pool:
         async with pool.session() as session:
             first = session.session_id
-            session._state.changed.add("parameters")  # as ALTER SESSION SET … records it
+            await session.sql("alter session set statement_timeout_in_seconds = 100").collect()
         await until(lambda: first not in server_session_ids(local_snowflake))
         async with pool.session() as session:
             assert session.session_id != first
@@ -315,8 +314,6 @@ async def test_waiters_are_served_first_come_first_served(
 async def test_health_check_replaces_a_session_killed_on_the_server(
     local_snowflake: LocalSnowflake,
 ) -> None:
-    if not hasattr(local_snowflake, "delete_session"):
-        pytest.skip("needs the emulator's delete_session (branch emulator)")
     async with builder_for(local_snowflake).create_pool(
         min_size=1, max_size=1, health_check_after=0
     ) as pool:
@@ -337,8 +334,6 @@ async def test_first_statement_on_a_session_killed_just_now_is_retried(
     local_snowflake: LocalSnowflake,
 ) -> None:
     """No health check (used a moment ago): the refused first statement is retried."""
-    if not hasattr(local_snowflake, "delete_session"):
-        pytest.skip("needs the emulator's delete_session (branch emulator)")
     async with builder_for(local_snowflake).create_pool(
         min_size=1, max_size=1, health_check_after=None
     ) as pool:
@@ -360,8 +355,6 @@ async def test_first_statement_on_a_session_killed_just_now_is_retried(
 async def test_a_refusal_after_the_lease_did_work_is_raised_not_retried(
     local_snowflake: LocalSnowflake,
 ) -> None:
-    if not hasattr(local_snowflake, "delete_session"):
-        pytest.skip("needs the emulator's delete_session (branch emulator)")
     async with builder_for(local_snowflake).create_pool(
         min_size=1, max_size=1, health_check_after=None
     ) as pool:
@@ -417,7 +410,7 @@ async def test_max_lifetime_replaces_on_return_and_max_idle_shrinks(
             ids = {a.session_id}
         await until(lambda: pool.stats()["size"] == 0)
         assert pool.stats()["closed_idle"] == 2
-        assert not ids & server_session_ids(local_snowflake)
+        await until(lambda: not ids & server_session_ids(local_snowflake))  # logged out
 
 
 # ---- logins: failures, backoff, SSO -----------------------------------------------------
@@ -459,9 +452,9 @@ async def test_login_storm_against_a_failing_server_backs_off(
         failed = pool.stats()["failed_logins"]
         # Backoff (1 s, 2 s, … after the first failures): a handful, not a hot loop.
         assert 1 <= failed <= 10, failed
-        if hasattr(emulator, "counters"):
-            logins = sum(c.get("failed_logins", 0) for c in emulator.counters().values())
-            assert logins <= 10 * 6  # each connector login retries a 403 at most 6 times
+        # The server's count: each connector login may retry a refused request a few times.
+        at_server = sum(emulator.counters()["failed_logins"].values())
+        assert failed <= at_server <= failed * 6, (failed, at_server)
         emulator.clear_faults()
         pool._logins.next_at = 0.0  # let the test skip the remaining backoff
         async with pool.session(timeout=30) as session:
@@ -501,17 +494,15 @@ async def test_externalbrowser_logins_are_serialised_one_prompt(
     monkeypatch.setattr(driver_type, "connect", fake_connect)
     builder = builder_for(local_snowflake, authenticator="externalbrowser")
     async with builder.create_pool(min_size=4, max_size=6) as pool:
+        release = anyio.Event()
         async with anyio.create_task_group() as tg:
-            for _ in range(6):
-                tg.start_soon(lambda: hold_briefly(pool))
+            for _ in range(6):  # six at once: the pool grows by two more logins
+                tg.start_soon(hold, pool, anyio.Event(), release)
+            await until(lambda: pool.stats()["leased"] == 6)
+            release.set()
         assert pool.stats()["logins"] == 6
     assert prompts == [1]
     assert most_at_once == 1
-
-
-async def hold_briefly(pool: SessionPool) -> None:
-    async with pool.session() as session:
-        await session.sql("select system$wait(0.1)").collect()
 
 
 # ---- options and closing -----------------------------------------------------------------
@@ -629,3 +620,98 @@ async def test_local_testing_pool(anyio_backend: str) -> None:
     ):
         assert a.session_id != b.session_id
         assert (await a.sql("select 5").collect())[0][0] == 5
+
+
+# ---- transactions and idleness (with per-session transactions and token clocks) ---------
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_open_transaction_rolled_back_on_return(local_snowflake: LocalSnowflake) -> None:
+    table = f"T_{uuid.uuid4().hex[:8]}"
+    async with builder_for(local_snowflake).create_pool(min_size=1, max_size=1) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+            await session.sql(f"create table {table} (n int)").collect()
+            await session.sql("begin").collect()
+            await session.sql(f"insert into {table} values (1)").collect()
+            assert session.in_transaction
+            assert local_snowflake.session(first)["transaction_id"] is not None
+        assert local_snowflake.session(first)["transaction_id"] is None
+        async with pool.session() as session:
+            assert session.session_id == first  # rolled back, kept
+            assert not session.in_transaction
+            assert await session.sql(f"select count(*) from {table}").collect() == [(0,)]
+        assert "rollback" in [q["sql_text"].lower() for q in queries_of(local_snowflake, first)]
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_transaction_cancelled_inside_a_lease(local_snowflake: LocalSnowflake) -> None:
+    table = f"T_{uuid.uuid4().hex[:8]}"
+    async with builder_for(local_snowflake).create_pool(min_size=1, max_size=1) as pool:
+        async with pool.session() as session:
+            await session.sql(f"create table {table} (n int)").collect()
+        with anyio.move_on_after(0.3):
+            async with pool.session() as session, session.transaction():
+                await session.sql(f"insert into {table} values (1)").collect()
+                await session.sql("select system$wait(30)").collect()
+        async with pool.session() as session:
+            assert await session.sql(f"select count(*) from {table}").collect() == [(0,)]
+            async with session.transaction():
+                await session.sql(f"insert into {table} values (2)").collect()
+            assert await session.sql(f"select n from {table}").collect() == [(2,)]
+        assert pool.stats()["replaced"] == 0
+        assert local_snowflake.running_queries() == []
+
+
+MASTER_SECONDS = 4.0
+
+
+@pytest.fixture
+def short_lived() -> Any:
+    with LocalSnowflake(session_token_validity=1.0, master_token_validity=MASTER_SECONDS) as sf:
+        yield sf
+
+
+@pytest.mark.anyio
+async def test_idle_pooled_session_kept_alive_past_the_idle_limit(
+    short_lived: LocalSnowflake,
+) -> None:
+    async with builder_for(short_lived).create_pool(
+        min_size=1, max_size=1, health_check_after=None
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        idle_since = anyio.current_time()
+        await until(
+            lambda: (
+                anyio.current_time() - idle_since > MASTER_SECONDS * 1.5
+                and short_lived.session(first)["heartbeats"] >= 3
+            ),
+            MASTER_SECONDS * 10,
+        )
+        assert not short_lived.session(first)["master_expired"]
+        async with pool.session() as session:
+            assert session.session_id == first
+            assert (await session.sql("select 1").collect())[0][0] == 1
+        assert pool.stats()["replaced"] == 0
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_idle_session_dead_of_its_master_token_is_replaced_unseen(
+    short_lived: LocalSnowflake,
+) -> None:
+    """Keep-alive off, no health check: the first statement is refused (390114), retried."""
+    builder = builder_for(short_lived, client_session_keep_alive=False)
+    async with builder.create_pool(min_size=1, max_size=1, health_check_after=None) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        await until(lambda: short_lived.session(first)["idle"] > MASTER_SECONDS + 0.5, 30)
+        async with pool.session() as session:
+            assert (await session.sql("select 1").collect())[0][0] == 1
+            assert session.session_id != first
+            assert session.is_alive
+        stats = pool.stats()
+        assert (stats["replaced"], stats["retried_statements"]) == (1, 1)

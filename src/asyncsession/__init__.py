@@ -12,7 +12,9 @@ from ._errors import (
     PoolTimeout,
     QueryCancelledError,
     SessionClosedError,
+    SessionExpiredError,
     TooManyRequests,
+    TransactionError,
 )
 from ._job import AsyncJob
 from ._lease import Lease, PoolCreation
@@ -22,6 +24,7 @@ from ._query import ResultStream, SqlQuery
 from ._registry import RunningQuery
 from ._row import Row
 from ._session import AsyncSession, Session
+from ._transaction import Transaction
 
 #: The one place the version is written (pyproject.toml reads it from here).
 __version__ = "0.1.0.dev0"
@@ -44,9 +47,12 @@ __all__ = [
     "SessionBuilder",
     "SessionClosedError",
     "SessionCreation",
+    "SessionExpiredError",
     "SessionPool",
     "SqlQuery",
     "TooManyRequests",
+    "Transaction",
+    "TransactionError",
     "UnknownOptionWarning",
     "__version__",
 ]

@@ -181,6 +181,10 @@ def _connect_kwargs(config: ResolvedConfig, app_tag: str | None) -> dict[str, An
     kwargs = dict(config.connect_kwargs)
     # session.sql(query, params) binds "?" placeholders on the server (never client-side).
     kwargs.setdefault("paramstyle", "qmark")
+    # Heartbeats keep an idle session's master token alive (else it dies after 4 h idle);
+    # an explicit False (options or connections.toml) opts out.
+    if kwargs.get("client_session_keep_alive") is None:
+        kwargs["client_session_keep_alive"] = True
     # The session's tag: session_parameters' QUERY_TAG (any case) > the ``query_tag``
     # option (5.x only; 4.x ignores it) > app_name. Sent as session_parameters' QUERY_TAG,
     # which both generations honour, so ``session.query_tag`` is what the server uses.

@@ -71,16 +71,32 @@ class Driver:
         """Log the session out (after its queries were aborted)."""
         connection.close()
 
-    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
+    def execute(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> None:
+        """Run the query; ``statement_params`` go with this query-request only."""
         raise NotImplementedError
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         """Ask the server to abort the query (by request id; by query id once known)."""
         raise NotImplementedError
 
-    def submit(self, cursor: Any, sql_text: str, params: Sequence[Any] | None) -> str:
+    def submit(
+        self,
+        cursor: Any,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> str:
         """Submit without waiting (``asyncExec``); return the query id."""
-        cursor.execute_async(sql_text, params)
+        if statement_params:
+            cursor.execute_async(sql_text, params, _statement_params=statement_params)
+        else:
+            cursor.execute_async(sql_text, params)
         query_id: str = cursor.sfqid
         return query_id
 
@@ -174,8 +190,16 @@ class Connector4(Driver):
         handle.request_id = str(uuid.uuid4())
         handle.request_id_known.set()
 
-    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
-        cursor.execute(handle.sql_text, params, _statement_params={"requestId": handle.request_id})
+    def execute(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> None:
+        # The request id rides in the same map (the cursor pops it); users cannot set it.
+        merged = {**(statement_params or {}), "requestId": handle.request_id}
+        cursor.execute(handle.sql_text, params, _statement_params=merged)
         handle.query_id = cursor.sfqid
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
@@ -267,14 +291,23 @@ class Connector5(Driver):
         kwargs.setdefault("enable_server_session_keep_alive_auto_detection", False)
         return snowflake.connector.connect(**kwargs)
 
-    def execute(self, cursor: Any, handle: QueryHandle, params: Sequence[Any] | None) -> None:
+    def execute(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> None:
         capture = self._capture
         assert capture is not None
         ident = threading.get_ident()
         with capture.lock:
             capture.waiting[ident] = handle
         try:
-            cursor.execute(handle.sql_text, params)
+            if statement_params:
+                cursor.execute(handle.sql_text, params, _statement_params=statement_params)
+            else:
+                cursor.execute(handle.sql_text, params)
         finally:
             with capture.lock:
                 capture.waiting.pop(ident, None)

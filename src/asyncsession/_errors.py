@@ -12,6 +12,13 @@ from snowflake.connector.errors import InterfaceError, OperationalError, Program
 CANCELED_ERRNO = 604
 CANCELED_SQLSTATE = "57014"
 
+#: Server codes meaning the session's tokens no longer work: master token expired (390114),
+#: not found (390113) or invalid (390115); session no longer exists (390111), user must log
+#: in again (390104), session expired with no renewal (390112). 4.x raises them as
+#: ProgrammingError, 5.x as ProgrammingError or DatabaseError (390114 after a failed renew).
+MASTER_TOKEN_ERRNOS = frozenset({390113, 390114, 390115})
+SESSION_GONE_ERRNOS = frozenset({390104, 390111, 390112}) | MASTER_TOKEN_ERRNOS
+
 
 class ConfigurationError(InterfaceError, ValueError):
     """A builder option or connections.toml entry is wrong; the message names it."""
@@ -71,14 +78,59 @@ class QueryCancelledError(ProgrammingError):
         self.reason = reason
 
 
+class SessionExpiredError(ProgrammingError):
+    """The server no longer accepts the session (token expired, session deleted).
+
+    Raised once per statement, at once and without a retry; the session stays dead
+    (``session.is_alive`` is False). A subclass of the connector's ``ProgrammingError``
+    (so of ``DatabaseError``), which both generations raise for these codes.
+    """
+
+    def __init__(self, error: _ConnectorError) -> None:
+        errno = error.errno
+        if errno in MASTER_TOKEN_ERRNOS:
+            cause = (
+                "its master token expired (a session idle for longer than the token's "
+                "validity, 4 hours by default, dies unless client_session_keep_alive is on; "
+                "asyncsession turns it on unless you set it to False)"
+            )
+        else:
+            cause = "the server no longer knows it (logged out, deleted, or expired)"
+        super().__init__(
+            msg=f"the Snowflake session is gone: {cause}. Server said: {error.raw_msg}. "
+            "Create a new session, or use a SessionPool, which replaces dead sessions",
+            errno=errno,
+            sqlstate=error.sqlstate,
+            sfqid=error.sfqid,
+        )
+        self.cause = cause
+
+
+def is_session_gone(error: BaseException) -> bool:
+    """Whether ``error`` is the server saying the session is dead."""
+    return isinstance(error, _ConnectorError) and error.errno in SESSION_GONE_ERRNOS
+
+
+class TransactionError(ProgrammingError):
+    """A transaction cannot be used that way (nested, or with ``collect_nowait()``)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
+
+
 __all__ = [
     "CANCELED_ERRNO",
     "CANCELED_SQLSTATE",
+    "MASTER_TOKEN_ERRNOS",
+    "SESSION_GONE_ERRNOS",
     "ConfigurationError",
     "PoolClosedError",
     "PoolTimeout",
     "QueryCancelledError",
     "SessionClosedError",
+    "SessionExpiredError",
     "TooManyRequests",
+    "TransactionError",
     "_ConnectorError",
+    "is_session_gone",
 ]

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import anyio
 from snowflake.connector.errors import Error
 
-from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError
+from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError, TransactionError
 from ._registry import RunningQuery
 from ._row import Row
+from ._state import classify
 from ._threads import WorkerCall
 
 if TYPE_CHECKING:
     from ._session import AsyncSession
+    from ._statement_options import StatementOptions
 
 #: Status polling: first gap, growth factor and cap (seconds). Polls hold no thread
 #: while they wait, only for the round trip itself.
@@ -25,8 +27,34 @@ POLL_MAX = 0.5
 ResultType = Literal["row", "pandas", "no_result"]
 
 
-async def submit(session: AsyncSession, sql_text: str, params: Sequence[Any] | None) -> AsyncJob:
+async def submit(
+    session: AsyncSession,
+    sql_text: str,
+    params: Sequence[Any] | None,
+    options: StatementOptions | None = None,
+) -> AsyncJob:
     session._check_open("submit a query")
+    if session._gate.inside():
+        raise TransactionError(
+            "collect_nowait() cannot run inside a transaction: Snowflake does not run async "
+            "queries and transaction control in parallel on one session; await the query "
+            "(collect(), …) instead"
+        )
+    counted = await session._gate.admit(lambda: session._check_open("submit a query"))
+    try:
+        return await _submit(session, sql_text, params, options)
+    finally:
+        session._gate.leave(counted)
+
+
+async def _submit(
+    session: AsyncSession,
+    sql_text: str,
+    params: Sequence[Any] | None,
+    options: StatementOptions | None,
+) -> AsyncJob:
+    effect = classify(sql_text)
+    statement_params = options.parameters() if options is not None else None
     driver = session._driver
     connection = session.connection
     registry = session._registry
@@ -38,13 +66,17 @@ async def submit(session: AsyncSession, sql_text: str, params: Sequence[Any] | N
     def work() -> str:
         cursor = connection.cursor()
         try:
-            query_id: str = driver.submit(cursor, sql_text, params)
+            query_id: str = driver.submit(cursor, sql_text, params, statement_params)
             submission.query_id = query_id
             return query_id
         finally:
             cursor.close()
 
     # The submission itself is one short round trip; the query id comes back with it.
+    # Session state: what the statement may change counts from its submission on (a job's
+    # end is not tracked, so a BEGIN submitted this way counts as open).
+    session._state.started(effect)
+    session._state.finished(effect, False)
     query_id = await registry.run(submission, WorkerCall(work), session._control_limiter)
     if submission.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
         raise QueryCancelledError(query_id, submission.cancel_reason)
@@ -173,10 +205,10 @@ class AsyncJob:
         raise translated from error
 
     def _translate(self, error: Error) -> Exception:
-        """Our error for a job aborted by us, or whose session was closed under it."""
+        """Our error for a job aborted by us, whose session was closed under it, or died."""
         reason = self._query.cancel_reason
         if reason is not None and (error.errno == CANCELED_ERRNO or self._session.is_closed):
             return QueryCancelledError(self._query_id, reason)
         if self._session.is_closed:
             return SessionClosedError("wait for a job")
-        return error
+        return self._session._registry.translate(error)

@@ -1,10 +1,11 @@
 """What happens to a pooled session while it is leased, and when it comes back.
 
 - ``LeaseGuard`` (installed on the session for the lease): a statement *refused* by the
-  server because the pooled session died (390104 "login again", 390112→390114 master
-  token expired) before anything of the lease was answered on that connection is
-  retried once on a fresh connection swapped into the same ``AsyncSession``. A refused
-  statement never ran, and nothing of the lease can have been lost with the old session.
+  server because the pooled session died (``SessionExpiredError``: 390104 "login
+  again", 390111, 390112→390114 master token expired) before anything of the lease was
+  answered on that connection is retried once on a fresh connection swapped into the
+  same ``AsyncSession``. A refused statement never ran, and nothing of the lease can
+  have been lost with the old session.
 - ``Lease``: ``async with pool.session() as session``; ``PoolCreation``: what
   ``builder.create_pool()`` returns (awaitable, or an async context manager).
 - ``reset_for_reuse`` (on return): abort what still runs (queries and ``collect_nowait``
@@ -16,14 +17,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import _ConnectorError
+from ._errors import SessionExpiredError, is_session_gone
 
 if TYPE_CHECKING:
     from ._pool import SessionPool
@@ -32,29 +33,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("asyncsession")
 
-#: Server codes of a statement refused because its session is gone (it never ran):
-#: 390104 "User must login again", 390112 session token expired (when renewal failed),
-#: 390114 master token expired.
-REFUSED_ERRNOS = frozenset({390104, 390112, 390114})
-
 #: Session state a lease may change that one statement restores (see ``restore_state``).
 RESTORABLE = frozenset({"database", "schema", "warehouse", "role", "query_tag"})
 
 
-class SessionStateLike(Protocol):
-    """The session state tracker (``session._state``) the pool relies on."""
-
-    in_transaction: bool
-    changed: Collection[str]
-
-    def reset(self) -> None: ...
-
-
 def is_refused(error: BaseException) -> bool:
     """True for a statement the server refused because the session is gone (never ran)."""
-    if type(error).__name__ == "SessionExpiredError":
-        return True
-    return isinstance(error, _ConnectorError) and getattr(error, "errno", None) in REFUSED_ERRNOS
+    return isinstance(error, SessionExpiredError) or is_session_gone(error)
 
 
 @dataclass(frozen=True)
@@ -128,8 +113,9 @@ class LeaseGuard:
 
 
 def swap_connections(session: AsyncSession, other: AsyncSession) -> None:
-    """Exchange the two sessions' connections (and their emulator releases, if any)."""
+    """Exchange the two sessions' connections and whether the server said they are gone."""
     session._connection, other._connection = other._connection, session._connection
+    session._gone, other._gone = other._gone, session._gone
 
 
 async def reset_for_reuse(
@@ -138,18 +124,18 @@ async def reset_for_reuse(
     """Make a returned session as the builder made it; return why not (then: discard it)."""
     if session.is_closed:
         return "closed by its lessee"
-    if guard is not None and guard.dead:
+    if (guard is not None and guard.dead) or not session.is_alive:
         return "the server no longer knows it"
     running = list(session._registry.snapshot())
     if running and await session._registry.abort_many(running, "lease ended"):
         return "a query of the lease could not be aborted in time"
-    state: SessionStateLike = session._state  # type: ignore[attr-defined]
+    state = session._state
     if state.in_transaction:
         try:
-            await session._rollback()  # type: ignore[attr-defined]
+            confirmed = await session._rollback()
         except Exception as e:
             return f"rolling back its transaction failed ({e})"
-        if state.in_transaction:
+        if not confirmed or state.in_transaction:
             return "its transaction could not be rolled back"
     changed = set(state.changed)
     if not changed:

@@ -10,6 +10,7 @@ import anyio
 
 from ._errors import SessionClosedError
 from ._row import Row
+from ._statement_options import StatementOptions
 
 if TYPE_CHECKING:
     import pandas
@@ -45,18 +46,27 @@ def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
 
 
 class SqlQuery:
-    """A SQL statement with its parameters; awaiting one of its methods runs it."""
+    """A SQL statement with its parameters; awaiting one of its methods runs it.
 
-    __slots__ = ("_params", "_session", "_sql")
+    Its per-statement options (``query_tag``, ``timeout``, ``statement_params`` given to
+    ``session.sql()``) go with every way of running it: results, streams and jobs.
+    """
+
+    __slots__ = ("_options", "_params", "_session", "_sql")
 
     def __init__(
-        self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None
+        self,
+        session: AsyncSession,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        options: StatementOptions | None = None,
     ) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
         self._session = session
         self._sql = sql
         self._params = _check_params(params)
+        self._options = options
 
     def __repr__(self) -> str:
         return f"<SqlQuery {self._sql[:80]!r}>"
@@ -66,7 +76,9 @@ class SqlQuery:
         return self._sql
 
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
-        return await self._session._run_query(self._sql, self._params, consume, operation=operation)
+        return await self._session._run_query(
+            self._sql, self._params, consume, operation=operation, options=self._options
+        )
 
     async def collect(self) -> list[Row]:
         """All rows, as ``Row`` objects."""
@@ -116,7 +128,7 @@ class SqlQuery:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
         from ._job import submit
 
-        return await submit(self._session, self._sql, self._params)
+        return await submit(self._session, self._sql, self._params, self._options)
 
 
 class ResultStream(Generic[T]):
@@ -156,8 +168,14 @@ class ResultStream(Generic[T]):
     async def _next_batch(self) -> Any:
         session = self._query._session
         if self._cursor is None:
-            self._cursor = await session._execute_keep_cursor(
-                self._query._sql, self._query._params, "stream a query"
+            query = self._query
+            self._cursor = await session._run_query(
+                query._sql,
+                query._params,
+                _keep,
+                operation="stream a query",
+                keep_cursor=True,
+                options=query._options,
             )
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
@@ -194,6 +212,11 @@ class ResultStream(Generic[T]):
 
 
 _END: Any = object()
+
+
+def _keep(cursor: Any) -> Any:
+    return cursor
+
 
 QueryInput: TypeAlias = str | SqlQuery | tuple[str, Sequence[Any]]
 

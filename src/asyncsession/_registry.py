@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-from snowflake.connector.errors import ProgrammingError
+from snowflake.connector.errors import Error, ProgrammingError
 
 from ._driver import Driver
-from ._errors import CANCELED_ERRNO, QueryCancelledError
+from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionExpiredError, is_session_gone
 from ._threads import WorkerCall
 
 logger = logging.getLogger("asyncsession")
@@ -60,8 +60,11 @@ class QueryRegistry:
         connection: Callable[[], Any],
         control_limiter: anyio.CapacityLimiter,
         cancel_timeout: float,
+        on_session_gone: Callable[[Error], None] = lambda error: None,
     ) -> None:
         self._driver = driver
+        #: Told when the server says the session is dead (then SessionExpiredError is raised).
+        self.on_session_gone = on_session_gone
         self._connection = connection
         self._control = control_limiter
         self.cancel_timeout = cancel_timeout
@@ -100,12 +103,26 @@ class QueryRegistry:
         except anyio.get_cancelled_exc_class():
             await self.abort(query, "cancelled")
             raise
-        except ProgrammingError as e:
-            if query.cancel_reason is not None and e.errno == CANCELED_ERRNO:
+        except Error as e:
+            if (
+                isinstance(e, ProgrammingError)
+                and query.cancel_reason is not None
+                and e.errno == CANCELED_ERRNO
+            ):
                 raise QueryCancelledError(query.query_id, query.cancel_reason) from e
-            raise
+            translated = self.translate(e)
+            if translated is e:
+                raise
+            raise translated from e
         finally:
             self.discard(query)
+
+    def translate(self, error: Error) -> Error:
+        """The error a query's awaiter sees: ``SessionExpiredError`` for a dead session."""
+        if isinstance(error, SessionExpiredError) or not is_session_gone(error):
+            return error
+        self.on_session_gone(error)
+        return SessionExpiredError(error)
 
     # ---- cancellation ------------------------------------------------------------
     async def abort(self, query: RunningQuery, reason: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -12,10 +12,13 @@ import anyio
 
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
-from ._errors import SessionClosedError
+from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._registry import QueryRegistry, RunningQuery
+from ._state import SessionState, classify
+from ._statement_options import StatementOptions, statement_options
 from ._threads import WorkerCall, run_blocking
+from ._transaction import Transaction, TransactionGate
 
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
@@ -74,7 +77,13 @@ class AsyncSession:
             connection=lambda: self._connection,
             control_limiter=self._control_limiter,
             cancel_timeout=cancel_timeout,
+            on_session_gone=self._session_gone,
         )
+        #: What statements changed (for a pool) and whether a transaction is open.
+        self._state = SessionState()
+        self._gate = TransactionGate()
+        #: The server's answer that the session is dead, once it has said so.
+        self._gone: _ConnectorError | None = None
         self._closed = False
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
@@ -103,6 +112,18 @@ class AsyncSession:
         return self._closed
 
     @property
+    def is_alive(self) -> bool:
+        """False once closed, or once the server said the session is gone (no round trip:
+        True means no statement has been refused yet, not that the server checked)."""
+        return not self._closed and self._gone is None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is (or may be) open: ``transaction()``'s, or a ``BEGIN``
+        sent with ``sql()`` (tracked from the statements' text, no round trip)."""
+        return self._state.in_transaction
+
+    @property
     def cancel_timeout(self) -> float:
         return self._registry.cancel_timeout
 
@@ -120,11 +141,33 @@ class AsyncSession:
         return self._query_tag
 
     # ---- queries ---------------------------------------------------------------------
-    def sql(self, query: str, params: Sequence[Any] | None = None) -> SqlQuery:
-        """A lazy query: nothing runs until ``collect()``, ``to_pandas()``, … is awaited."""
+    def sql(
+        self,
+        query: str,
+        params: Sequence[Any] | None = None,
+        *,
+        query_tag: str | None = None,
+        timeout: float | None = None,
+        statement_params: Mapping[str, str | int | float | bool] | None = None,
+    ) -> SqlQuery:
+        """A lazy query: nothing runs until ``collect()``, ``to_pandas()``, … is awaited.
+
+        ``query_tag``, ``timeout`` (seconds, rounded up to whole seconds; the server stops
+        the query, error 000630) and ``statement_params`` apply to this statement only.
+        """
         from ._query import SqlQuery
 
-        return SqlQuery(self, query, params)
+        options = statement_options(query_tag, timeout, statement_params)
+        return SqlQuery(self, query, params, options)
+
+    def transaction(self) -> Transaction:
+        """``async with session.transaction():`` BEGIN … COMMIT, ROLLBACK on error or cancel.
+
+        Statements of the task inside the block, and of tasks it starts there, run in the
+        transaction; statements of other tasks wait until it ends. Not nestable (Snowflake
+        has no savepoints); ``collect_nowait()`` inside it is a ``TransactionError``.
+        """
+        return Transaction(self)
 
     async def collect_many(
         self, queries: Sequence[QueryInput], *, limit: int | None = None
@@ -140,6 +183,14 @@ class AsyncSession:
     def _check_open(self, operation: str) -> None:
         if self._closed:
             raise SessionClosedError(operation)
+        if self._gone is not None:
+            raise SessionExpiredError(self._gone)
+
+    def _session_gone(self, error: _ConnectorError) -> None:
+        """The registry heard the server say the session is dead (``SessionExpiredError``)."""
+        if self._gone is None:
+            logger.warning("session %s is gone: %s", _session_id(self._connection), error)
+            self._gone = error
 
     async def _run_query(
         self,
@@ -149,53 +200,54 @@ class AsyncSession:
         *,
         operation: str = "run a query",
         keep_cursor: bool = False,
+        options: StatementOptions | None = None,
+        gated: bool = True,
     ) -> T:
         """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout.
 
         With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it fails.
+        ``gated``: wait while another task's transaction is open (see ``_transaction``).
         """
         self._check_open(operation)
-        query = self._registry.add(sql_text)
-        driver = self._driver
-        driver.prepare(query)
-        connection = self._connection
-        lease = self._lease
-
-        def work() -> T:
-            cursor = connection.cursor()
-            try:
-                driver.execute(cursor, query, params)
-                result = consume(cursor)
-            except BaseException:
-                cursor.close()
-                raise
-            if not keep_cursor:
-                cursor.close()
-            return result
-
+        effect = classify(sql_text)
+        counted = await self._gate.admit(lambda: self._check_open(operation)) if gated else False
         try:
-            result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
-        except Exception as e:
-            if lease is not None and await lease.retry_refused(self, connection, e):
-                return await self._run_query(
-                    sql_text, params, consume, operation=operation, keep_cursor=keep_cursor
-                )
-            raise
-        except BaseException:
-            if lease is not None:
-                lease.answered(connection)
-            raise
-        if lease is not None:
-            lease.answered(connection)
-        return result
+            driver = self._driver
+            statement_params = options.parameters() if options is not None else None
+            while True:  # once more only if a pool lease swapped in a fresh connection
+                connection, lease = self._connection, self._lease
+                query = self._registry.add(sql_text)
+                driver.prepare(query)
 
-    async def _execute_keep_cursor(
-        self, sql_text: str, params: Sequence[Any] | None, operation: str
-    ) -> Any:
-        """Execute and hand back the open cursor, for streaming its results."""
-        return await self._run_query(
-            sql_text, params, lambda cursor: cursor, operation=operation, keep_cursor=True
-        )
+                def work(connection: Any = connection, query: RunningQuery = query) -> T:
+                    cursor = connection.cursor()
+                    try:
+                        driver.execute(cursor, query, params, statement_params)
+                        result = consume(cursor)
+                    except BaseException:
+                        cursor.close()
+                        raise
+                    if not keep_cursor:
+                        cursor.close()
+                    return result
+
+                self._state.started(effect)
+                succeeded = retry = False
+                try:
+                    result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
+                    succeeded = True
+                except Exception as e:
+                    retry = lease is not None and await lease.retry_refused(self, connection, e)
+                    if not retry:
+                        raise
+                finally:
+                    self._state.finished(effect, succeeded)
+                    if lease is not None and not retry:
+                        lease.answered(connection)  # it may have run: no retry after it
+                if not retry:
+                    return result
+        finally:
+            self._gate.leave(counted)
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""
@@ -275,6 +327,16 @@ class AsyncSession:
             )
         await self._run_query(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
 
+    async def _rollback(self) -> bool:
+        """ROLLBACK, shielded and bounded by ``cancel_timeout``; True once confirmed.
+
+        For a pool returning a session (and ``transaction()``'s exit): it does not wait
+        for the transaction gate, as its caller owns the session or the transaction.
+        """
+        from ._transaction import rollback
+
+        return await rollback(self)
+
     # ---- cancellation and closing ----------------------------------------------------
     async def cancel_all(self) -> None:
         """Abort every query this session has running; their awaiters get QueryCancelledError."""
@@ -288,6 +350,7 @@ class AsyncSession:
                 return
             self._closed = True
             self._close_done = anyio.Event()
+            self._gate.notify()  # statements waiting for a transaction: SessionClosedError
             try:
                 await self._registry.abort_many(list(self._registry.snapshot()), "aclose()")
                 await self._logout()

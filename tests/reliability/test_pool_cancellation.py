@@ -33,7 +33,6 @@ from asyncsession import (
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
 from tests.pool_support import builder_for
-from tests.pool_support import stub_session_state as stub_session_state  # autouse
 from tests.reliability.test_random_cancellation import seed_from_env
 
 pytestmark = pytest.mark.anyio
