@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import SessionExpiredError, is_session_gone
+from ._errors import SessionExpiredError, _ConnectorError, is_session_gone
 
 if TYPE_CHECKING:
     from ._pool import SessionPool
@@ -38,8 +38,14 @@ RESTORABLE = frozenset({"database", "schema", "warehouse", "role", "query_tag"})
 
 
 def is_refused(error: BaseException) -> bool:
-    """True for a statement the server refused because the session is gone (never ran)."""
-    return isinstance(error, SessionExpiredError) or is_session_gone(error)
+    """True for a statement the server refused because the session is gone (never ran).
+
+    Connector 5.x raises ``ReauthenticationRequest`` (250001) when its master token
+    cannot be renewed: the statement was not sent either (4.x has no such class).
+    """
+    if isinstance(error, SessionExpiredError) or is_session_gone(error):
+        return True
+    return isinstance(error, _ConnectorError) and type(error).__name__ == "ReauthenticationRequest"
 
 
 @dataclass(frozen=True)
