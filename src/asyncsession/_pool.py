@@ -12,6 +12,9 @@ replacement when the pool is below what its lessees, waiters and ``min_size`` ne
 - The background worker (a detached task, see ``_detached``) logs in (bounded; one at
   a time for ``externalbrowser``), backs off after failed logins, and logs out
   sessions that expired (``max_lifetime``) or idled (``max_idle``) above ``min_size``.
+
+One state machine over one set of sessions, so a little over 400 lines: the waiters,
+the worker and the return path all read and change the same counts.
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ class SessionPool:
     def _plan(self, tg: anyio.abc.TaskGroup) -> float:
         """Start what is due (logins, logouts); return seconds until something else is."""
         while self._to_close:
-            tg.start_soon(self._to_close.pop().aclose)
+            tg.start_soon(_logout, self._to_close.pop())
         now = anyio.current_time()
         wait = float("inf")
         for pooled in list(self._idle):
@@ -443,3 +446,11 @@ async def open_pool(
     pool = SessionPool(options, app_tag, pool_options, single_login=browser)
     await pool._open()
     return pool
+
+
+async def _logout(session: AsyncSession) -> None:
+    """``aclose()`` a discarded session; an error is logged (the worker must go on)."""
+    try:
+        await session.aclose()
+    except Exception:
+        logger.exception("logging out a discarded pooled session failed")
