@@ -124,7 +124,9 @@ async def check_every_idle_session(pool: SessionPool, state: str) -> None:
             tg.start_soon(lease_one)
 
 
-async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) -> int:
+async def run_rounds(
+    sf: LocalSnowflake, rounds: int, seed: int, budget: float, totals: dict[str, int]
+) -> int:
     rng = random.Random(seed)
     builder = builder_for(sf, cancel_timeout=5)
     started = time.monotonic()
@@ -169,6 +171,8 @@ async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) 
                 assert ids <= known, f"{state}: pooled sessions gone from the server"
                 await check_every_idle_session(pool, state)
             done += 1
+            for outcome, count in r.outcomes.items():
+                totals[outcome] = totals.get(outcome, 0) + count
             if time.monotonic() - started > budget:
                 break
     finally:
@@ -179,11 +183,14 @@ async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) 
 
 async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int) -> None:
     seed = seed_from_env()
+    totals: dict[str, int] = {}
+    started = time.monotonic()
     try:
-        done = await run_rounds(sf, rounds, seed, budget)
+        done = await run_rounds(sf, rounds, seed, budget, totals)
     except AssertionError as e:
         raise AssertionError(f"{e} (reproduce with ASYNCSESSION_SEED={seed})") from e
-    print(f"pool cancellation: seed={seed} rounds={done}")
+    elapsed = time.monotonic() - started
+    print(f"pool cancellation: seed={seed} rounds={done} leases={totals} in {elapsed:.0f}s")
     assert done >= min_rounds, f"seed={seed}: only {done} rounds in {budget}s"
 
 
