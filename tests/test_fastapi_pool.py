@@ -26,7 +26,6 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
 from tests.pool_support import builder_for, server_session_ids
 from tests.test_fastapi import (
-    HAS_UVICORN,
     asgi_client,
     http_scope,
     load_example,
@@ -190,7 +189,6 @@ async def test_example_with_its_pool(local_snowflake: LocalSnowflake) -> None:
             }
 
 
-@pytest.mark.skipif(not HAS_UVICORN, reason="uvicorn is not installed in this environment")
 def test_real_client_hanging_up_aborts_the_query_of_its_lease(
     local_snowflake: LocalSnowflake,
 ) -> None:

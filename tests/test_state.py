@@ -116,8 +116,36 @@ def test_state_folds_effects() -> None:
     assert state.changed == {"schema"}
     state.note("query_tag")
     assert state.changed == {"schema", "query_tag"}
+    state.finished(classify("use schema x"), False)  # aborted: it may still land later
+    assert state.changed == {"schema", "query_tag", "unknown"}
     state.reset()
     assert state.changed == frozenset()
+
+
+def test_autocommit_off_makes_every_statement_open_a_transaction() -> None:
+    effect = classify("alter session set autocommit = false")
+    assert (effect.changes, effect.transaction, effect.autocommit) == (
+        frozenset({"parameters"}),
+        "close",
+        False,
+    )
+    assert classify("ALTER SESSION SET AUTOCOMMIT=TRUE").autocommit is True
+    assert classify("alter session unset autocommit").autocommit is True
+    assert classify("alter session set timezone = 'UTC'").autocommit is None
+    state = SessionState()
+    state.finished(classify("alter session set autocommit = false"), True)
+    state.finished(classify("select 1"), True)
+    assert state.in_transaction
+    state.finished(classify("commit"), True)
+    assert not state.in_transaction
+    state.finished(classify("insert into t values (1)"), False)
+    assert state.in_transaction  # maybe ran: maybe open
+    state.finished(classify("alter session set autocommit = true"), True)  # commits
+    assert not state.in_transaction
+    assert state.autocommit
+    state.finished(classify("insert into t values (1)"), True)
+    assert not state.in_transaction
+    assert SessionState(autocommit=False).autocommit is False
 
 
 def test_a_begin_of_unknown_outcome_counts_as_open() -> None:

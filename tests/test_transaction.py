@@ -9,7 +9,13 @@ from typing import Any
 import anyio
 import pytest
 
-from asyncsession import AsyncSession, Session, TransactionError
+from asyncsession import (
+    AsyncSession,
+    QueryCancelledError,
+    Session,
+    SessionClosedError,
+    TransactionError,
+)
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, connect, until
 
@@ -241,3 +247,54 @@ async def test_tasks_started_inside_run_inside(
     assert sent[-1] == "rollback"
     assert len(sent) == 7
     assert rows_seen_elsewhere(local_snowflake, table) == []
+
+
+async def test_autocommit_off_is_tracked(local_snowflake: LocalSnowflake) -> None:
+    params = {**local_snowflake.connection_parameters, "autocommit": False}
+    async with Session.builder.configs(params).create() as session:
+        assert not session.in_transaction
+        table = f"t_{uuid.uuid4().hex[:8]}"
+        await session.sql(f"create table {table} (n int)").collect()  # DDL: commits
+        assert not session.in_transaction
+        await session.sql(f"insert into {table} values (1)").collect()
+        assert session.in_transaction  # AUTOCOMMIT off: the insert opened one
+        assert rows_seen_elsewhere(local_snowflake, table) == []
+        assert await session._rollback() is True
+        assert not session.in_transaction
+        assert rows_seen_elsewhere(local_snowflake, table) == []
+
+
+@both_backends
+async def test_aclose_during_a_transaction_releases_everyone(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with Session.builder.configs(local_snowflake.connection_parameters).create() as session:
+        sid = session.session_id
+        inside = anyio.Event()
+        errors: list[str] = []
+
+        async def owner() -> None:
+            try:
+                async with session.transaction():
+                    inside.set()
+                    await session.sql("select system$wait(30)").collect()
+            except (QueryCancelledError, SessionClosedError) as e:
+                errors.append(f"owner: {type(e).__name__}")
+
+        async def waiter() -> None:
+            await inside.wait()
+            try:
+                await session.sql("select 'waiting' as w").collect()
+            except SessionClosedError:
+                errors.append("waiter: SessionClosedError")
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(owner)
+                tg.start_soon(waiter)
+                await inside.wait()
+                await until(lambda: session.running_queries)
+                await session.aclose()
+        assert sorted(errors) == ["owner: QueryCancelledError", "waiter: SessionClosedError"]
+    assert not [q for q in local_snowflake.running_queries() if q["session_id"] == sid]
+    assert sid not in {s["session_id"] for s in local_snowflake.sessions()}

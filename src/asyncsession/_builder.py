@@ -166,6 +166,7 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         cancel_timeout=lib.get("cancel_timeout", DEFAULT_CANCEL_TIMEOUT),
         max_concurrent_queries=lib.get("max_concurrent_queries", DEFAULT_MAX_CONCURRENT_QUERIES),
         query_tag=_initial_tag(kwargs),
+        autocommit=_initial_autocommit(kwargs),
     )
     if release is not None:
         session._on_close.append(release)
@@ -206,6 +207,16 @@ def _initial_tag(kwargs: dict[str, Any]) -> str | None:
         if str(key).upper() == "QUERY_TAG":
             return str(value)
     return None
+
+
+def _initial_autocommit(kwargs: dict[str, Any]) -> bool:
+    """Whether the session starts with AUTOCOMMIT on (Snowflake's default)."""
+    if kwargs.get("autocommit") is False:
+        return False
+    for key, value in (kwargs.get("session_parameters") or {}).items():
+        if str(key).upper() == "AUTOCOMMIT":
+            return str(value).strip().upper() not in ("FALSE", "0", "OFF", "NO")
+    return True
 
 
 async def _login(driver: Driver, kwargs: dict[str, Any], drain_seconds: float) -> Any:

@@ -122,7 +122,7 @@ class QueryRegistry:
         if isinstance(error, SessionExpiredError) or not is_session_gone(error):
             return error
         self.on_session_gone(error)
-        return SessionExpiredError(error)
+        return SessionExpiredError.from_error(error)
 
     # ---- cancellation ------------------------------------------------------------
     async def abort(self, query: RunningQuery, reason: str) -> bool:

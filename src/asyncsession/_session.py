@@ -67,6 +67,7 @@ class AsyncSession:
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
         max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
         query_tag: str | None = None,
+        autocommit: bool = True,
     ) -> None:
         self._connection = connection
         self._driver = driver
@@ -82,7 +83,7 @@ class AsyncSession:
             on_session_gone=self._session_gone,
         )
         #: What statements changed (for a pool) and whether a transaction is open.
-        self._state = SessionState()
+        self._state = SessionState(autocommit=autocommit)
         self._gate = TransactionGate()
         #: The server's answer that the session is dead, once it has said so.
         self._gone: _ConnectorError | None = None
@@ -186,7 +187,7 @@ class AsyncSession:
         if self._closed:
             raise SessionClosedError(operation)
         if self._gone is not None:
-            raise SessionExpiredError(self._gone)
+            raise SessionExpiredError.from_error(self._gone)
 
     def _session_gone(self, error: _ConnectorError) -> None:
         """The registry heard the server say the session is dead (``SessionExpiredError``)."""

@@ -54,6 +54,8 @@ _TEMPORARY = frozenset({"TEMP", "TEMPORARY", "VOLATILE", "LOCAL"})
 class StatementEffect:
     changes: frozenset[str] = frozenset()
     transaction: TransactionEffect = None
+    #: ``ALTER SESSION SET AUTOCOMMIT = …`` / ``UNSET AUTOCOMMIT``: the new setting.
+    autocommit: bool | None = None
 
 
 NO_EFFECT = StatementEffect()
@@ -103,16 +105,19 @@ def _classify(sql: str) -> StatementEffect:
     statements = split_statements(sql)
     changes: set[str] = set()
     transaction: TransactionEffect = None
+    autocommit: bool | None = None
     for statement in statements:
         effect = _classify_one(statement)
         changes |= effect.changes
         if effect.transaction is not None:
             transaction = effect.transaction
+        if effect.autocommit is not None:
+            autocommit = effect.autocommit
     if len(statements) > 1:
         changes.add("unknown")
-    if not changes and transaction is None:
+    if not changes and transaction is None and autocommit is None:
         return NO_EFFECT
-    return StatementEffect(frozenset(changes), transaction)
+    return StatementEffect(frozenset(changes), transaction, autocommit)
 
 
 def _classify_one(statement: str) -> StatementEffect:
@@ -133,7 +138,10 @@ def _classify_one(statement: str) -> StatementEffect:
     if first == "USE":
         return StatementEffect(_use_changes(words))
     if first == "ALTER" and second == "SESSION":
-        return StatementEffect(_alter_session_changes(statement, words))
+        changes = _alter_session_changes(statement, words)
+        autocommit = _autocommit_setting(statement, words)
+        # Changing AUTOCOMMIT commits an open transaction.
+        return StatementEffect(changes, None if autocommit is None else "close", autocommit)
     if first in _DDL:
         temporary = first == "CREATE" and not _TEMPORARY.isdisjoint(words[1:6])
         # A temporary object lives as long as the session: the next user would see it.
@@ -172,6 +180,18 @@ def _alter_session_changes(statement: str, words: list[str]) -> frozenset[str]:
     return frozenset(changes)
 
 
+_AUTOCOMMIT_VALUE = re.compile(r"\bAUTOCOMMIT\s*=\s*([A-Za-z0-9_']+)", re.I)
+
+
+def _autocommit_setting(statement: str, words: list[str]) -> bool | None:
+    action = words[2] if len(words) > 2 else ""
+    if action == "UNSET" and "AUTOCOMMIT" in words[3:]:
+        return True
+    if action == "SET" and (m := _AUTOCOMMIT_VALUE.search(statement)):
+        return m[1].upper() not in ("FALSE", "0", "OFF", "NO")
+    return None
+
+
 class SessionState:
     """What a session's statements did to it since the last ``reset()`` (by their text).
 
@@ -179,13 +199,18 @@ class SessionState:
       ``BEGIN`` the user sent. A statement whose outcome is unknown (cancelled, failed)
       never clears it; a ``BEGIN`` whose outcome is unknown sets it.
     - ``changed``: the kinds of session state that may have changed (``CHANGES``). Set
-      *before* a statement is sent, so a statement cancelled mid-flight still counts.
+      *before* a statement is sent, so a statement cancelled mid-flight still counts; one
+      that did not end normally adds ``"unknown"`` too.
+    - ``autocommit``: False when the session runs with AUTOCOMMIT off (the ``autocommit``
+      connect option or ``ALTER SESSION SET AUTOCOMMIT = FALSE``): then any statement
+      other than COMMIT/ROLLBACK/DDL may open a transaction, and counts as doing so.
     """
 
-    __slots__ = ("_changed", "in_transaction")
+    __slots__ = ("_changed", "autocommit", "in_transaction")
 
-    def __init__(self) -> None:
+    def __init__(self, *, autocommit: bool = True) -> None:
         self.in_transaction = False
+        self.autocommit = autocommit
         self._changed: set[str] = set()
 
     def __repr__(self) -> str:
@@ -217,6 +242,10 @@ class SessionState:
             self.in_transaction = True  # even when unsure whether it ran
         elif effect.transaction == "close" and succeeded:
             self.in_transaction = False
+        elif effect.transaction is None and not self.autocommit:
+            self.in_transaction = True  # AUTOCOMMIT off: a statement opens a transaction
+        if effect.autocommit is not None and succeeded:
+            self.autocommit = effect.autocommit
 
     def reset(self) -> None:
         """Forget the changes: the pool has restored (or verified) the session's state."""

@@ -199,8 +199,8 @@ async def rollback(session: AsyncSession) -> bool:
 def _check_can_begin(session: AsyncSession) -> None:
     if session._state.in_transaction:
         raise TransactionError(
-            "a transaction is already open on this session (a BEGIN sent with session.sql()):"
-            " commit or roll it back first"
+            "a transaction is already open on this session (a BEGIN sent with session.sql(), "
+            "or a statement run with AUTOCOMMIT off): commit or roll it back first"
         )
     jobs = [q for q in session._registry.snapshot() if q.call is None]
     if jobs:

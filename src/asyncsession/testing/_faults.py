@@ -21,8 +21,8 @@ from urllib.parse import parse_qs
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._engine import CHUNK_ROUTE
 from ._protocol import ADMIN_ROUTE
+from ._results import CHUNK_ROUTE
 
 # A query id in a path: /queries/{qid}/..., /monitoring/queries//{qid}, chunks/{qid}/{n}.
 _QUERY_ID_IN_PATH = re.compile(
