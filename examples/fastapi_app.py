@@ -1,7 +1,8 @@
 """A FastAPI service on a Snowflake session pool; a gone client's query is aborted on the server.
 
 Each request leases its own session (returned, reset, after the response), so a
-transaction or a ``use schema`` in one request never leaks into another.
+transaction or a ``use schema`` in one request never leaks into another. At startup it
+creates a table ``NOTES`` (if missing) in the connection's schema for ``/notes``.
 
     python examples/fastapi_app.py                      # against the embedded local emulator
     python examples/fastapi_app.py --connection NAME    # against a real account
