@@ -23,6 +23,9 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 ROWS = 300_000
 SQL = f"select seq4() as n, 'x' || seq4() as s from table(generator(rowcount => {ROWS})) order by n"
 SSE_C_KEY = "x-amz-server-side-encryption-customer-key"

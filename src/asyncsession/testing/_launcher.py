@@ -54,6 +54,11 @@ class LocalSnowflake:
     ``with LocalSnowflake() as sf:`` (or ``async with``) starts it on a free port;
     ``sf.connection_parameters`` works for ``snowflake.connector.connect(**p)`` and for
     ``Session.builder.configs(p)``.
+
+    Inspection: ``queries()``, ``query(id)``, ``running_queries()``, ``sessions()``,
+    ``session(id)``, ``counters()``. Faults and server-side events: ``set_latency()``,
+    ``fail_next()``, ``blackhole()``, ``clear_faults()``, ``expire_tokens()``,
+    ``set_token_validity()``, ``delete_session()``, ``kill()``, ``restart()``.
     """
 
     def __init__(

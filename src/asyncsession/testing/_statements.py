@@ -30,7 +30,6 @@ _END = r"\s*;?\s*$"
 INT_PARAMETERS = frozenset({"STATEMENT_TIMEOUT_IN_SECONDS", "LOCK_TIMEOUT"})
 BOOL_PARAMETERS = frozenset({"AUTOCOMMIT"})
 # Statement type ids the connector reads from a reply.
-SELECT_TYPE = 0x1000
 ALTER_SESSION_TYPE = 0x4000
 USE_TYPE = 0x4300
 TRANSACTION_TYPE = 0x5000  # TCL, as fakesnow answers BEGIN/COMMIT/ROLLBACK
