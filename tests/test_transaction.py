@@ -298,3 +298,32 @@ async def test_aclose_during_a_transaction_releases_everyone(
         assert sorted(errors) == ["owner: QueryCancelledError", "waiter: SessionClosedError"]
     assert not [q for q in local_snowflake.running_queries() if q["session_id"] == sid]
     assert sid not in {s["session_id"] for s in local_snowflake.sessions()}
+
+
+@both_backends
+async def test_a_busy_session_neither_starves_nor_leaks_into_a_transaction(
+    session: AsyncSession, table: str, local_snowflake: LocalSnowflake
+) -> None:
+    sid = session.session_id
+    start = len(history(local_snowflake, sid))
+    stop = anyio.Event()
+
+    async def busy(i: int) -> None:
+        while not stop.is_set():
+            await session.sql(f"select {i} as busy").collect()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(busy, i)
+        await until(lambda: len(history(local_snowflake, sid)) > start + 20)
+        with anyio.fail_after(20):  # statements arriving meanwhile queue behind it
+            async with session.transaction():
+                for n in range(3):
+                    await session.sql(f"insert into {table} values ({n})").collect()
+        await until(lambda: texts(local_snowflake, sid)[-1].endswith("as busy"))
+        stop.set()
+    sent = texts(local_snowflake, sid, start)
+    inside = sent[sent.index("begin") : sent.index("commit") + 1]
+    assert inside == ["begin"] + [f"insert into {table} values ({n})" for n in range(3)] + [
+        "commit"
+    ]
