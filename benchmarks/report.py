@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks import pool
+
 RAW, NAIVE, ASYNCSESSION, AIO = "raw sync", "naive anyio", "asyncsession", "5.x aio"
 
 
@@ -120,6 +122,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "",
     ]
     rows = [[t, g, v, "met" if ok else "**missed**"] for t, g, v, ok in targets(merged)]
+    rows += [[t, g, v, "met" if ok else "**missed**"] for t, g, v, ok in pool.targets(runs, metric)]
     L += table(["target", "connector", "measured", ""], rows)
 
     L += ["## 1. `select 1` one after another (latency per query)", ""]
@@ -320,6 +323,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
     L.append("")
     for image in images:
         L += [f"![{image}]({image})", ""]
+    L += pool.section(runs, metric, fmt, table)
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists() and not args["quick"]:
         L += [notes.read_text()]

@@ -36,8 +36,15 @@ def own_generation() -> int:
     return int(importlib.metadata.version("snowflake-connector-python").split(".")[0])
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def all_scenarios() -> dict[str, Any]:
+    from benchmarks.pool import POOL_SCENARIOS
     from benchmarks.scenarios import SCENARIOS
+
+    return {**SCENARIOS, **POOL_SCENARIOS}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    SCENARIOS = all_scenarios()
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected per-request latency")
@@ -79,7 +86,7 @@ def run_generation(args: argparse.Namespace) -> dict[str, Any]:
         for name in names:
             t = time.perf_counter()
             print(f"[{sc.GENERATION}.x] {name} ...", file=sys.stderr, flush=True)
-            results[name] = sc.SCENARIOS[name](ctx, args.repeat)
+            results[name] = all_scenarios()[name](ctx, args.repeat)
             timings[name] = time.perf_counter() - t
             print(f"[{sc.GENERATION}.x] {name} {timings[name]:.1f} s", file=sys.stderr, flush=True)
         leftover_server = len(emulator.running_queries())

@@ -1,14 +1,21 @@
-"""A FastAPI service on one Snowflake session; a gone client's query is aborted on the server.
+"""A FastAPI service on a Snowflake session pool; a gone client's query is aborted on the server.
+
+Each request leases its own session (returned, reset, after the response), so a
+transaction or a ``use schema`` in one request never leaks into another. At startup it
+creates a table ``NOTES`` (if missing) in the connection's schema for ``/notes``.
 
     python examples/fastapi_app.py                      # against the embedded local emulator
     python examples/fastapi_app.py --connection NAME    # against a real account
     python examples/fastapi_app.py --port 8000          # then, from another shell:
 
+    curl -X POST 'localhost:8000/notes?text=hello'      # an insert in a transaction
+    curl 'localhost:8000/notes'
     curl 'localhost:8000/numbers?below=5'               # a query with bound parameters
     curl 'localhost:8000/numbers.ndjson?n=1000000'      # a large result, streamed as NDJSON
     curl 'localhost:8000/slow?seconds=30&max_seconds=1'    # 504 after 1 s; the query is aborted
     curl 'localhost:8000/slow?seconds=30'               # press Ctrl-C: the query is aborted
     curl 'localhost:8000/health'                        # a sync endpoint, always answering
+    curl 'localhost:8000/pool'                          # the pool's sizes and counters
 
 Needs ``pip install 'asyncsession[fastapi]' uvicorn``.
 """
@@ -20,6 +27,7 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -27,7 +35,15 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from asyncsession import Session, SessionBuilder
-from asyncsession.fastapi import CancelOnDisconnectMiddleware, SnowflakeSession, snowflake_lifespan
+from asyncsession.fastapi import (
+    CancelOnDisconnectMiddleware,
+    SnowflakePool,
+    SnowflakeSession,
+    snowflake_lifespan,
+)
+
+#: Sessions kept logged in, and the most the service opens under load.
+POOL = {"min_size": 2, "max_size": 10}
 
 HISTORY = (
     "select execution_status, error_code, error_message "
@@ -35,10 +51,34 @@ HISTORY = (
 )
 
 
-def create_app(builder: SessionBuilder) -> FastAPI:
-    app = FastAPI(title="asyncsession example", lifespan=snowflake_lifespan(builder))
+def create_app(builder: SessionBuilder, *, pool: dict[str, Any] | None = POOL) -> FastAPI:
+    """``pool=None``: one session shared by every request (for read-only services)."""
+
+    @asynccontextmanager
+    async def setup(app: FastAPI) -> AsyncIterator[None]:
+        resource = app.state.snowflake
+        async with resource.session() if pool is not None else _shared(resource) as session:
+            await session.sql("create table if not exists notes (text varchar)").collect()
+        yield
+
+    app = FastAPI(
+        title="asyncsession example",
+        lifespan=snowflake_lifespan(builder, pool=pool, lifespan=setup),
+    )
     # Cancel a request's handler (and so abort its query) when the client disconnects.
     app.add_middleware(CancelOnDisconnectMiddleware)
+
+    @app.post("/notes")
+    async def add_note(session: SnowflakeSession, text: str) -> dict[str, int]:
+        """Two statements in one transaction: both or neither (ROLLBACK on error or cancel)."""
+        async with session.transaction():
+            await session.sql("insert into notes values (?)", [text]).collect()
+            rows = await session.sql("select count(*) from notes").collect()
+        return {"notes": rows[0][0]}
+
+    @app.get("/notes")
+    async def notes(session: SnowflakeSession) -> list[str]:
+        return [row[0] for row in await session.sql("select text from notes").collect()]
 
     @app.get("/numbers")
     async def numbers(session: SnowflakeSession, below: int = 10) -> list[dict[str, Any]]:
@@ -89,7 +129,18 @@ def create_app(builder: SessionBuilder) -> FastAPI:
         """A sync endpoint: runs in anyio's default thread pool, which queries never take."""
         return {"status": "ok"}
 
+    if pool is not None:
+
+        @app.get("/pool")
+        async def pool_stats(snowflake_pool: SnowflakePool) -> dict[str, Any]:
+            return snowflake_pool.stats()
+
     return app
+
+
+@asynccontextmanager
+async def _shared(session: Any) -> AsyncIterator[Any]:
+    yield session
 
 
 def builder_for(connection: str | None) -> SessionBuilder:

@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("latency", "fanout", "cancel", "loop_lag", "aclose", "stream", "import")
+SCENARIOS = (
+    "latency",
+    "fanout",
+    "cancel",
+    "loop_lag",
+    "aclose",
+    "stream",
+    "import",
+    "pool_lease",
+    "pool_fastapi",
+)
 METRICS = {
     "latency": {"p50_ms", "p99_ms"},
     "fanout": {"wall_s", "peak_threads", "extra_threads"},
@@ -25,6 +35,8 @@ METRICS = {
     "aclose": {"close_returned_ms", "server_zero_ms"},
     "stream": {"rows_per_s", "peak_rss_large_mb", "rss_growth_large_mb"},
     "import": {"wall_ms"},
+    "pool_lease": {"p50_ms", "p99_ms"},
+    "pool_fastapi": {"requests_per_s", "p50_ms", "p99_ms"},
 }
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -76,6 +88,7 @@ def test_report_written(quick_run: tuple[dict[str, Any], Path]) -> None:
     merged, out = quick_run
     text = (out / "RESULTS.md").read_text()
     assert "## Targets" in text
+    assert "## 8. Session pool" in text
     assert f"{merged['machine']['nproc']} CPUs" in text
     assert len(list(out.glob("*.png"))) == (6 if HAS_MATPLOTLIB else 0)
 

@@ -50,7 +50,8 @@ def builder_for(sf: LocalSnowflake, **options: Any) -> SessionBuilder:
 
 
 def example_app(sf: LocalSnowflake) -> FastAPI:
-    app: FastAPI = load_example().create_app(builder_for(sf))
+    """The example in its shared-session mode (``tests/test_fastapi_pool.py``: pooled)."""
+    app: FastAPI = load_example().create_app(builder_for(sf), pool=None)
     return app
 
 

@@ -8,12 +8,18 @@ from ._builder import SessionBuilder, SessionCreation
 from ._config import InsecureConfigFileWarning, UnknownOptionWarning
 from ._errors import (
     ConfigurationError,
+    PoolClosedError,
+    PoolTimeout,
     QueryCancelledError,
     SessionClosedError,
     SessionExpiredError,
+    TooManyRequests,
     TransactionError,
 )
 from ._job import AsyncJob
+from ._lease import Lease, PoolCreation
+from ._pool import SessionPool
+from ._pool_options import PoolOptions
 from ._query import ResultStream, SqlQuery
 from ._registry import RunningQuery
 from ._row import Row
@@ -28,6 +34,11 @@ __all__ = [
     "AsyncSession",
     "ConfigurationError",
     "InsecureConfigFileWarning",
+    "Lease",
+    "PoolClosedError",
+    "PoolCreation",
+    "PoolOptions",
+    "PoolTimeout",
     "QueryCancelledError",
     "ResultStream",
     "Row",
@@ -37,7 +48,9 @@ __all__ = [
     "SessionClosedError",
     "SessionCreation",
     "SessionExpiredError",
+    "SessionPool",
     "SqlQuery",
+    "TooManyRequests",
     "Transaction",
     "TransactionError",
     "UnknownOptionWarning",

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Generator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -15,8 +15,12 @@ from ._config import ResolvedConfig, normalize_options, redact, resolve
 from ._driver import Driver, get_driver
 from ._errors import ConfigurationError
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
+from ._pool_options import PoolOptions, check_pool_options
 from ._session import AsyncSession
 from ._threads import WorkerCall, run_blocking
+
+if TYPE_CHECKING:
+    from ._lease import PoolCreation
 
 logger = logging.getLogger("asyncsession")
 
@@ -63,6 +67,48 @@ class SessionBuilder:
     # Snowpark spelling; ours is always a fresh session.
     getOrCreate = create
 
+    def create_pool(
+        self,
+        *,
+        min_size: int = PoolOptions.min_size,
+        max_size: int = PoolOptions.max_size,
+        timeout: float = PoolOptions.timeout,
+        max_waiting: int = PoolOptions.max_waiting,
+        max_lifetime: float = PoolOptions.max_lifetime,
+        max_idle: float = PoolOptions.max_idle,
+        health_check_after: float | None = PoolOptions.health_check_after,
+        max_login_delay: float = PoolOptions.max_login_delay,
+        max_concurrent_logins: int = PoolOptions.max_concurrent_logins,
+        **unknown: object,
+    ) -> PoolCreation:
+        """A ``SessionPool`` of sessions made with these options (as ``create()`` makes one).
+
+        Await it, or use ``async with builder.create_pool(...) as pool``. ``min_size``
+        sessions are logged in before it returns (at most ``max_concurrent_logins`` at
+        once; if one fails, that error is raised and nothing stays logged in). Bad pool
+        options raise one ``ConfigurationError`` naming the option, before any login.
+        See ``SessionPool`` and ``PoolOptions`` for what each option does.
+        """
+        from ._lease import PoolCreation
+        from ._pool import open_pool
+
+        checked = check_pool_options(
+            {
+                "min_size": min_size,
+                "max_size": max_size,
+                "timeout": timeout,
+                "max_waiting": max_waiting,
+                "max_lifetime": max_lifetime,
+                "max_idle": max_idle,
+                "health_check_after": health_check_after,
+                "max_login_delay": max_login_delay,
+                "max_concurrent_logins": max_concurrent_logins,
+                **unknown,
+            }
+        )
+        options, app_tag = dict(self._options), self._app_tag
+        return PoolCreation(lambda: open_pool(options, app_tag, checked))
+
 
 class SessionCreation:
     """Awaitable (gives the session) and async context manager (closes it on exit)."""
@@ -105,7 +151,8 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         release = None
     try:
         kwargs = _connect_kwargs(config, app_tag)
-        connection = await _login(driver, kwargs)
+        drain = config.library_options.get("cancel_timeout", DEFAULT_CANCEL_TIMEOUT)
+        connection = await _login(driver, kwargs, drain)
     except BaseException:
         if release is not None:
             with anyio.CancelScope(shield=True):
@@ -172,11 +219,12 @@ def _initial_autocommit(kwargs: dict[str, Any]) -> bool:
     return True
 
 
-async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:
+async def _login(driver: Driver, kwargs: dict[str, Any], drain_seconds: float) -> Any:
     """Connect in a worker thread: even a browser SSO flow never blocks the event loop.
 
     If the awaiting task is cancelled mid-login, the login finishes in its thread and that
-    connection is then closed, so no server session is left behind.
+    connection is then closed, so no server session is left behind; the cancelled task
+    waits up to ``drain_seconds`` for that (a closing pool then leaves none logged in).
     """
     lock = threading.Lock()
     abandoned = False
@@ -191,14 +239,18 @@ async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:
                 made.append(connection)
         return connection
 
+    call = WorkerCall(login)
     try:
-        return await WorkerCall(login).start(anyio.CapacityLimiter(1))
+        return await call.start(anyio.CapacityLimiter(1))
     except anyio.get_cancelled_exc_class():
         with lock:
             abandoned = True
-        if made:  # logged in just as we were cancelled
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if made:  # logged in just as we were cancelled
                 await run_blocking(lambda: _close_quietly(made[0]), anyio.CapacityLimiter(1))
+            else:  # the thread logs out what it gets; give it a moment to finish
+                with anyio.move_on_after(drain_seconds):
+                    await call.wait_finished()
         raise
 
 

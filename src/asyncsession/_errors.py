@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import snowflake.connector.errors
 from snowflake.connector.errors import Error as _ConnectorError
-from snowflake.connector.errors import InterfaceError, ProgrammingError
+from snowflake.connector.errors import InterfaceError, OperationalError, ProgrammingError
 
 # Snowflake's code and SQL state for "SQL execution canceled".
 CANCELED_ERRNO = 604
@@ -40,6 +40,33 @@ class SessionClosedError(InterfaceError):
     def __init__(self, operation: str) -> None:
         super().__init__(msg=f"cannot {operation}: the session is closed")
         self.operation = operation
+
+
+class PoolClosedError(SessionClosedError):
+    """An operation was attempted on a closed ``SessionPool``; the message names it."""
+
+    def __init__(self, operation: str) -> None:
+        InterfaceError.__init__(self, msg=f"cannot {operation}: the session pool is closed")
+        self.operation = operation
+
+
+class PoolTimeout(OperationalError):
+    """No pooled session became free within the lease's ``timeout``.
+
+    The message says how busy the pool was and, when logins are failing, the last login
+    error (without secrets). A subclass of the connector's ``OperationalError``, as
+    psycopg_pool's ``PoolTimeout`` is of psycopg's.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
+
+
+class TooManyRequests(OperationalError):
+    """A lease was refused at once: ``max_waiting`` tasks were already waiting for one."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
 
 
 class QueryCancelledError(ProgrammingError):
@@ -127,9 +154,12 @@ __all__ = [
     "MASTER_TOKEN_ERRNOS",
     "SESSION_GONE_ERRNOS",
     "ConfigurationError",
+    "PoolClosedError",
+    "PoolTimeout",
     "QueryCancelledError",
     "SessionClosedError",
     "SessionExpiredError",
+    "TooManyRequests",
     "TransactionError",
     "_ConnectorError",
     "is_session_gone",

@@ -36,7 +36,9 @@ async def local_connection_parameters() -> tuple[dict[str, Any], Callable[[], Aw
 
     if not os.environ.get("ASYNCSESSION_EMULATOR_PYTHON"):
         _require_testing_extra()
-    if _lock is None:
+    if _lock is None or (_users == 0 and not _lock.locked()):
+        # A fresh lock per run: an anyio lock belongs to the event loop (and backend) of
+        # its first use, and a process may run several loops one after the other.
         _lock = anyio.Lock()
     lock = _lock
     async with lock:

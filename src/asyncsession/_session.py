@@ -23,6 +23,7 @@ from ._transaction import Transaction, TransactionGate
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
     from ._job import AsyncJob
+    from ._lease import LeaseGuard
     from ._query import QueryInput, SqlQuery
 
 logger = logging.getLogger("asyncsession")
@@ -90,6 +91,8 @@ class AsyncSession:
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
         self._on_close: list[Callable[[], Awaitable[None]]] = []
+        #: Set by a ``SessionPool`` lease: retries a first statement refused by a dead session.
+        self._lease: LeaseGuard | None = None
 
     def __repr__(self) -> str:
         params = redact(self._config.connect_kwargs)
@@ -212,31 +215,40 @@ class AsyncSession:
         effect = classify(sql_text)
         counted = await self._gate.admit(lambda: self._check_open(operation)) if gated else False
         try:
-            query = self._registry.add(sql_text)
             driver = self._driver
-            driver.prepare(query)
             statement_params = options.parameters() if options is not None else None
+            while True:  # once more only if a pool lease swapped in a fresh connection
+                connection, lease = self._connection, self._lease
+                query = self._registry.add(sql_text)
+                driver.prepare(query)
 
-            def work() -> T:
-                cursor = self._connection.cursor()
+                def work(connection: Any = connection, query: RunningQuery = query) -> T:
+                    cursor = connection.cursor()
+                    try:
+                        driver.execute(cursor, query, params, statement_params)
+                        result = consume(cursor)
+                    except BaseException:
+                        cursor.close()
+                        raise
+                    if not keep_cursor:
+                        cursor.close()
+                    return result
+
+                self._state.started(effect)
+                succeeded = retry = False
                 try:
-                    driver.execute(cursor, query, params, statement_params)
-                    result = consume(cursor)
-                except BaseException:
-                    cursor.close()
-                    raise
-                if not keep_cursor:
-                    cursor.close()
-                return result
-
-            self._state.started(effect)
-            succeeded = False
-            try:
-                result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
-                succeeded = True
-                return result
-            finally:
-                self._state.finished(effect, succeeded)
+                    result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
+                    succeeded = True
+                except Exception as e:
+                    retry = lease is not None and await lease.retry_refused(self, connection, e)
+                    if not retry:
+                        raise
+                finally:
+                    self._state.finished(effect, succeeded)
+                    if lease is not None and not retry:
+                        lease.answered(connection)  # it may have run: no retry after it
+                if not retry:
+                    return result
         finally:
             self._gate.leave(counted)
 

@@ -1,4 +1,4 @@
-"""FastAPI (and Starlette) integration: one session for the service, aborted queries on disconnect.
+"""FastAPI (and Starlette) integration: a session pool or one shared session; aborts on disconnect.
 
 Install with ``pip install 'asyncsession[fastapi]'``::
 
@@ -8,18 +8,24 @@ Install with ``pip install 'asyncsession[fastapi]'``::
         CancelOnDisconnectMiddleware, SnowflakeSession, snowflake_lifespan,
     )
 
-    app = FastAPI(lifespan=snowflake_lifespan(Session.builder.config("connection_name", "prod")))
+    builder = Session.builder.config("connection_name", "prod")
+    app = FastAPI(lifespan=snowflake_lifespan(builder, pool={"min_size": 2, "max_size": 10}))
     app.add_middleware(CancelOnDisconnectMiddleware)
 
-    @app.get("/orders/{order_id}")
-    async def order(order_id: int, session: SnowflakeSession) -> list[dict[str, object]]:
-        rows = await session.sql("select * from orders where id = ?", [order_id]).collect()
-        return [r.as_dict() for r in rows]
+    @app.post("/orders")
+    async def add_order(order: Order, session: SnowflakeSession) -> None:
+        async with session.transaction():  # this request's own session: safe
+            await session.sql("insert into orders values (?, ?)", [order.id, order.qty]).collect()
 
-- ``snowflake_lifespan(...)`` creates the session at startup and ``aclose()``s it at
-  shutdown (aborting whatever still runs); pass ``lifespan=`` to compose your own.
-- ``SnowflakeSession`` (``Annotated[AsyncSession, Depends(get_session)]``) hands the
-  session to endpoints.
+- ``snowflake_lifespan(builder, pool={...})`` opens a ``SessionPool`` at startup and
+  closes it at shutdown (aborting whatever still runs); each request that asks for
+  ``SnowflakeSession`` leases its own session, returned (reset) after the response is
+  sent, so transactions, ``use_*`` and query tags never leak between requests. No free
+  session within the pool's ``timeout``: the request gets ``503``.
+- ``snowflake_lifespan(builder)`` (no ``pool``): one session shared by every request —
+  fine for read-only services that change no session state.
+- ``lifespan=`` composes your own lifespan; ``SnowflakeSession`` (``Annotated[AsyncSession,
+  Depends(get_session)]``) hands the session to endpoints; ``SnowflakePool`` the pool.
 - ``CancelOnDisconnectMiddleware`` cancels a request's handler when its client
   disconnects (ASGI servers such as uvicorn do not: the handler would run to its end),
   so the query it awaits is aborted on the server. ``timeout=`` bounds every request
@@ -35,7 +41,7 @@ from typing import Annotated, Any
 import anyio
 
 try:
-    from fastapi import Depends, Request
+    from fastapi import Depends, HTTPException, Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -43,17 +49,22 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from ._builder import SessionBuilder
+from ._errors import PoolTimeout, TooManyRequests
+from ._pool import SessionPool
 from ._session import AsyncSession
 
 __all__ = [
     "DEFAULT_STATE_KEY",
     "CancelOnDisconnectMiddleware",
+    "SnowflakePool",
     "SnowflakeSession",
+    "get_pool",
     "get_session",
     "snowflake_lifespan",
 ]
 
-#: Where the session is kept: lifespan state (``request.state.snowflake``) and ``app.state``.
+#: Where the session (or pool) is kept: lifespan state (``request.state.snowflake``) and
+#: ``app.state``.
 DEFAULT_STATE_KEY = "snowflake"
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
@@ -62,18 +73,21 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 def snowflake_lifespan(
     source: SessionBuilder | Mapping[str, object] | None = None,
     *,
+    pool: Mapping[str, Any] | bool | None = None,
     lifespan: Lifespan | None = None,
     state_key: str = DEFAULT_STATE_KEY,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
-    """A lifespan for ``FastAPI(lifespan=...)`` that owns one ``AsyncSession``.
+    """A lifespan for ``FastAPI(lifespan=...)`` that owns a ``SessionPool`` or one session.
 
     ``source`` is a ``Session.builder`` (configured), a dict of options, or ``None`` for
-    the default connection of connections.toml. The session is created at startup (the
-    app does not start if login fails) and closed at shutdown: queries still running
-    are aborted on the server, then it logs out. ``lifespan`` (your own) runs inside,
-    with the session already in ``app.state``; the state it yields is merged.
-    ``state_key``: the name in ``request.state`` and ``app.state`` (``get_session``
-    reads the default one; use another key for a second session).
+    the default connection of connections.toml. ``pool``: the ``create_pool()`` options
+    (``{"min_size": 2, "max_size": 10}``; ``True`` for the defaults; checked now, before
+    any login): each request leases its own session. Without it, one session serves
+    every request. Created at startup (the app does not start if login fails), closed
+    at shutdown: queries still running are aborted on the server, then everything logs
+    out. ``lifespan`` (your own) runs inside, with the pool or session already in
+    ``app.state``; the state it yields is merged. ``state_key``: the name in
+    ``request.state`` and ``app.state`` (the dependencies read the default one).
     """
     if source is None:
         builder = SessionBuilder()
@@ -87,50 +101,89 @@ def snowflake_lifespan(
             f"not {type(source).__name__}"
         )
 
+    if pool is None or pool is False:
+        opener: Callable[[], AbstractAsyncContextManager[Any]] = builder.create
+    elif pool is True or isinstance(pool, Mapping):
+        creation = builder.create_pool(**({} if pool is True else dict(pool)))
+        opener = lambda: creation  # noqa: E731 - checked once, opened at startup
+    else:
+        raise TypeError(
+            f"snowflake_lifespan(pool=) takes a dict of pool options or True, not {pool!r}"
+        )
+
     @asynccontextmanager
     async def snowflake_session_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        async with builder.create() as session:
+        async with opener() as resource:
             app_state = getattr(app, "state", None)
             if app_state is not None:
-                setattr(app_state, state_key, session)
+                setattr(app_state, state_key, resource)
             try:
-                state: dict[str, Any] = {state_key: session}
+                state: dict[str, Any] = {state_key: resource}
                 if lifespan is None:
                     yield state
                 else:
                     async with lifespan(app) as user_state:
                         yield {**state, **(user_state or {})}
             finally:
-                if app_state is not None and getattr(app_state, state_key, None) is session:
+                if app_state is not None and getattr(app_state, state_key, None) is resource:
                     delattr(app_state, state_key)
 
     return snowflake_session_lifespan
 
 
-def _session_from(request: Request, state_key: str) -> AsyncSession:
-    session = getattr(request.state, state_key, None)
-    if session is None:
-        session = getattr(request.app.state, state_key, None)
-    if not isinstance(session, AsyncSession):
+def _resource_from(request: Request, state_key: str) -> AsyncSession | SessionPool:
+    resource = getattr(request.state, state_key, None)
+    if resource is None:
+        resource = getattr(request.app.state, state_key, None)
+    if not isinstance(resource, (AsyncSession, SessionPool)):
         raise RuntimeError(
             "no Snowflake session for this app: create it with "
             "FastAPI(lifespan=snowflake_lifespan(...)) and make sure the lifespan runs "
             "(with httpx.ASGITransport, enter app.router.lifespan_context(app) yourself)"
         )
-    return session
+    return resource
 
 
-async def get_session(request: Request) -> AsyncSession:
-    """FastAPI dependency: the session created by ``snowflake_lifespan``.
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: a session leased for this request, or the shared one.
 
-    ``async`` on purpose: FastAPI runs a sync dependency in anyio's default thread pool,
-    which belongs to the app's sync endpoints.
+    With ``snowflake_lifespan(..., pool=...)``, the lease lasts until the response has
+    been sent (a streamed body included), then the session goes back to the pool (its
+    queries aborted, its transaction rolled back, its state reset). A lease that cannot
+    be had within the pool's ``timeout`` answers ``503``. ``async`` on purpose: FastAPI
+    runs a sync dependency in anyio's default thread pool, which belongs to the app's
+    sync endpoints.
     """
-    return _session_from(request, DEFAULT_STATE_KEY)
+    resource = _resource_from(request, DEFAULT_STATE_KEY)
+    if isinstance(resource, AsyncSession):
+        yield resource
+        return
+    try:
+        lease = resource.session()
+        session = await lease.__aenter__()
+    except (PoolTimeout, TooManyRequests) as e:
+        raise HTTPException(503, str(e)) from None
+    try:
+        yield session
+    except BaseException as e:
+        await lease.__aexit__(type(e), e, e.__traceback__)
+        raise
+    await lease.__aexit__(None, None, None)
 
 
-#: ``async def endpoint(session: SnowflakeSession)``: the app's session, injected.
-SnowflakeSession = Annotated[AsyncSession, Depends(get_session)]
+async def get_pool(request: Request) -> SessionPool:
+    """FastAPI dependency: the pool of ``snowflake_lifespan(..., pool=...)``."""
+    resource = _resource_from(request, DEFAULT_STATE_KEY)
+    if not isinstance(resource, SessionPool):
+        raise RuntimeError("this app has one shared session: use snowflake_lifespan(pool=...)")
+    return resource
+
+
+#: ``async def endpoint(session: SnowflakeSession)``: this request's session, injected
+#: (leased from the pool until the response is sent, or the one shared session).
+SnowflakeSession = Annotated[AsyncSession, Depends(get_session, scope="request")]
+#: ``async def endpoint(pool: SnowflakePool)``: the app's pool (e.g. for ``pool.stats()``).
+SnowflakePool = Annotated[SessionPool, Depends(get_pool)]
 
 
 class CancelOnDisconnectMiddleware:

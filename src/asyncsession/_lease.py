@@ -1,0 +1,252 @@
+"""What happens to a pooled session while it is leased, and when it comes back.
+
+- ``LeaseGuard`` (installed on the session for the lease): a statement *refused* by the
+  server because the pooled session died (``SessionExpiredError``: 390104 "login
+  again", 390111, 390112→390114 master token expired) before anything of the lease was
+  answered on that connection is retried once on a fresh connection swapped into the
+  same ``AsyncSession``. A refused statement never ran, and nothing of the lease can
+  have been lost with the old session.
+- ``Lease``: ``async with pool.session() as session``; ``PoolCreation``: what
+  ``builder.create_pool()`` returns (awaitable, or an async context manager).
+- ``reset_for_reuse`` (on return): abort what still runs (queries and ``collect_nowait``
+  jobs), roll back an open transaction, restore the session state the lease changed with
+  one statement per item; or say why the session must be discarded instead. Nothing
+  changed and nothing running: no round trip at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import SessionExpiredError, _ConnectorError, is_session_gone
+
+if TYPE_CHECKING:
+    from ._pool import SessionPool
+    from ._pool import _Pooled as Pooled
+    from ._session import AsyncSession
+
+logger = logging.getLogger("asyncsession")
+
+#: Session state a lease may change that one statement restores (see ``restore_state``).
+RESTORABLE = frozenset({"database", "schema", "warehouse", "role", "query_tag"})
+
+
+def is_refused(error: BaseException) -> bool:
+    """True for a statement the server refused because the session is gone (never ran).
+
+    Connector 5.x raises ``ReauthenticationRequest`` (250001) when its master token
+    cannot be renewed: the statement was not sent either (4.x has no such class).
+    """
+    if isinstance(error, SessionExpiredError) or is_session_gone(error):
+        return True
+    return isinstance(error, _ConnectorError) and type(error).__name__ == "ReauthenticationRequest"
+
+
+@dataclass(frozen=True)
+class Original:
+    """The session state at login (the builder's), to restore after a lease."""
+
+    database: str | None
+    schema: str | None
+    warehouse: str | None
+    role: str | None
+    query_tag: str | None
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> Original:
+        connection = session.connection
+
+        def attr(name: str) -> str | None:
+            value = getattr(connection, name, None)
+            return None if value is None else str(value)
+
+        return cls(
+            attr("database"), attr("schema"), attr("warehouse"), attr("role"), session.query_tag
+        )
+
+
+@dataclass(eq=False)
+class LeaseGuard:
+    """Installed as ``session._lease`` while leased: replaces a session that died idle."""
+
+    #: Logs in a fresh session of the pool and gives it (the pool keeps none of it).
+    fresh_session: Callable[[], Awaitable[AsyncSession]]
+    original_connection: Any
+    #: Something was answered on the original connection: a later refusal is not retried.
+    used: bool = False
+    #: A refusal was seen that could not be retried: discard the session on return.
+    dead: bool = False
+    replaced: bool = False
+    _swapping: anyio.Lock = field(default_factory=anyio.Lock)
+
+    def answered(self, connection: Any) -> None:
+        if connection is self.original_connection:
+            self.used = True
+
+    async def retry_refused(self, session: AsyncSession, connection: Any, error: Exception) -> bool:
+        """Whether to run the refused statement again (on the connection swapped in)."""
+        if not is_refused(error):
+            self.answered(connection)
+            return False
+        if connection is not self.original_connection or self.used:
+            self.dead = True
+            return False
+        async with self._swapping:  # concurrent first statements share one new login
+            if session._connection is self.original_connection:
+                try:
+                    fresh = await self.fresh_session()
+                except Exception as e:
+                    logger.warning("replacing session %s failed: %s", _sid(connection), e)
+                    self.dead = True
+                    return False
+                swap_connections(session, fresh)
+                self.replaced = True
+                logger.info(
+                    "pooled session %s was gone before its lease's first statement; "
+                    "retrying it on session %s",
+                    _sid(connection),
+                    session.session_id,
+                )
+                with anyio.CancelScope(shield=True):
+                    await fresh.aclose()  # now holds the dead connection: a quiet logout
+        return True
+
+
+def swap_connections(session: AsyncSession, other: AsyncSession) -> None:
+    """Exchange the two sessions' connections and whether the server said they are gone."""
+    session._connection, other._connection = other._connection, session._connection
+    session._gone, other._gone = other._gone, session._gone
+
+
+async def reset_for_reuse(
+    session: AsyncSession, guard: LeaseGuard | None, original: Original, bound: float
+) -> str | None:
+    """Make a returned session as the builder made it; return why not (then: discard it)."""
+    if session.is_closed:
+        return "closed by its lessee"
+    if (guard is not None and guard.dead) or not session.is_alive:
+        return "the server no longer knows it"
+    running = list(session._registry.snapshot())
+    if running and await session._registry.abort_many(running, "lease ended"):
+        return "a query of the lease could not be aborted in time"
+    state = session._state
+    if state.in_transaction:
+        try:
+            confirmed = await session._rollback()
+        except Exception as e:
+            return f"rolling back its transaction failed ({e})"
+        if not confirmed or state.in_transaction:
+            return "its transaction could not be rolled back"
+    changed = set(state.changed)
+    if not changed:
+        return None
+    if not changed <= RESTORABLE:
+        return f"the lease changed its {', '.join(sorted(changed - RESTORABLE))}"
+    try:
+        with anyio.fail_after(bound):
+            await restore_state(session, original, changed)
+    except Exception as e:
+        return f"restoring its {', '.join(sorted(changed))} failed ({e})"
+    state.reset()
+    return None
+
+
+async def restore_state(session: AsyncSession, original: Original, changed: set[str]) -> None:
+    """One statement per changed item; names quoted exactly as the server reported them."""
+    statements: list[str] = []
+    if "role" in changed:
+        statements.append(f"use role {_known(original.role, 'role')}")
+    if "warehouse" in changed:
+        statements.append(f"use warehouse {_known(original.warehouse, 'warehouse')}")
+    if changed & {"database", "schema"}:
+        database = _known(original.database, "database")
+        if original.schema is None:
+            statements.append(f"use database {database}")
+        else:
+            statements.append(f"use schema {database}.{_quoted(original.schema)}")
+    for sql in statements:
+        await session._run_query(sql, None, _ignore, operation="restore a pooled session")
+    if "query_tag" in changed:
+        await session.set_query_tag(original.query_tag)
+
+
+def _known(name: str | None, kind: str) -> str:
+    if name is None:
+        raise LookupError(f"the session had no {kind} at login")
+    return _quoted(name)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ignore(cursor: Any) -> None:
+    return None
+
+
+def _sid(connection: Any) -> Any:
+    try:
+        return connection.session_id
+    except Exception:
+        return "?"
+
+
+class Lease:
+    """``async with pool.session() as session``: the session is this task's until the block ends."""
+
+    def __init__(self, pool: SessionPool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._pooled: Pooled | None = None
+        self._guard: LeaseGuard | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._pooled is not None:
+            raise RuntimeError("this lease is already in use: call pool.session() again")
+        pooled = await self._pool._acquire(self._timeout)
+        session = pooled.session
+        self._guard = LeaseGuard(self._pool._fresh_session, session._connection)
+        session._lease = self._guard
+        self._pooled = pooled
+        return session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pooled, guard = self._pooled, self._guard
+        self._pooled = self._guard = None
+        if pooled is not None and guard is not None:
+            await self._pool._release(pooled, guard)
+
+
+class PoolCreation:
+    """Awaitable (gives the pool) and async context manager (closes it on exit)."""
+
+    def __init__(self, make: Callable[[], Awaitable[SessionPool]]) -> None:
+        self._make = make
+        self._pool: SessionPool | None = None
+
+    def __await__(self) -> Generator[Any, None, SessionPool]:
+        return self._make().__await__()
+
+    async def __aenter__(self) -> SessionPool:
+        self._pool = await self._make()
+        return self._pool
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()

@@ -1,0 +1,219 @@
+"""SessionPool: the return path with transactions, and dead or idle sessions replaced.
+
+Through the real connector against the emulator; "rolled back", "replaced" and "kept
+alive" are checked on the server (its transactions, sessions, heartbeats and tokens).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from snowflake.connector.errors import DatabaseError
+
+from asyncsession.testing import LocalSnowflake
+from tests.conftest import both_backends, until
+from tests.pool_support import builder_for, queries_of, server_session_ids
+
+# ---- dead sessions, health checks, lifetimes -------------------------------------------
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_health_check_replaces_a_session_killed_on_the_server(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, health_check_after=0
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        local_snowflake.delete_session(first)
+        async with pool.session() as session:
+            assert (await session.sql("select 7").collect())[0][0] == 7
+            assert session.session_id != first
+        stats = pool.stats()
+        assert stats["replaced"] == 1
+        assert stats["health_checks"] >= 1
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_first_statement_on_a_session_killed_just_now_is_retried(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """No health check (used a moment ago): the refused first statement is retried."""
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, health_check_after=None
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        local_snowflake.delete_session(first)
+        async with pool.session() as session:
+            rows = await session.collect_many(["select 1", "select 2", "select 3"])
+            assert [r[0][0] for r in rows] == [1, 2, 3]
+            assert session.session_id != first
+        stats = pool.stats()
+        assert stats["replaced"] == 1
+        assert stats["retried_statements"] == 1
+        async with pool.session() as again:
+            assert again.session_id == session.session_id
+
+
+@pytest.mark.anyio
+async def test_a_refusal_after_the_lease_did_work_is_raised_not_retried(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, health_check_after=None
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+            await session.use_schema("PUBLIC")
+            local_snowflake.delete_session(first)
+            # Not retried: the lease's session state would be lost with the session.
+            with pytest.raises(DatabaseError, match=r"390104|390112|390114|login again"):
+                await session.sql("select 1").collect()
+        async with pool.session() as session:  # discarded on return, replaced
+            assert session.session_id != first
+            assert (await session.sql("select 1").collect())[0][0] == 1
+
+
+@pytest.mark.anyio
+async def test_health_check_only_for_sessions_idle_past_the_threshold(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, health_check_after=3600
+    ) as pool:
+        for _ in range(3):
+            async with pool.session():
+                pass
+        assert pool.stats()["health_checks"] == 0
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, health_check_after=0
+    ) as pool:
+        async with pool.session() as session:
+            session_id = session.session_id
+        assert pool.stats()["health_checks"] == 1
+        assert [q["sql_text"] for q in queries_of(local_snowflake, session_id)] == ["select 1"]
+
+
+@pytest.mark.anyio
+async def test_max_lifetime_replaces_on_return_and_max_idle_shrinks(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with builder_for(local_snowflake).create_pool(
+        min_size=1, max_size=1, max_lifetime=0.2
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+            await session.sql("select system$wait(0.3)").collect()  # outlives max_lifetime
+        await until(lambda: first not in server_session_ids(local_snowflake))
+        async with pool.session() as session:
+            assert session.session_id != first
+    async with builder_for(local_snowflake).create_pool(
+        min_size=0, max_size=2, max_idle=0.2
+    ) as pool:
+        async with pool.session() as a, pool.session():
+            ids = {a.session_id}
+        await until(lambda: pool.stats()["size"] == 0)
+        assert pool.stats()["closed_idle"] == 2
+        await until(lambda: not ids & server_session_ids(local_snowflake))  # logged out
+
+
+# ---- transactions and idleness (with per-session transactions and token clocks) ---------
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_open_transaction_rolled_back_on_return(local_snowflake: LocalSnowflake) -> None:
+    table = f"T_{uuid.uuid4().hex[:8]}"
+    async with builder_for(local_snowflake).create_pool(min_size=1, max_size=1) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+            await session.sql(f"create table {table} (n int)").collect()
+            await session.sql("begin").collect()
+            await session.sql(f"insert into {table} values (1)").collect()
+            assert session.in_transaction
+            assert local_snowflake.session(first)["transaction_id"] is not None
+        assert local_snowflake.session(first)["transaction_id"] is None
+        async with pool.session() as session:
+            assert session.session_id == first  # rolled back, kept
+            assert not session.in_transaction
+            assert await session.sql(f"select count(*) from {table}").collect() == [(0,)]
+        assert "rollback" in [q["sql_text"].lower() for q in queries_of(local_snowflake, first)]
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_transaction_cancelled_inside_a_lease(local_snowflake: LocalSnowflake) -> None:
+    table = f"T_{uuid.uuid4().hex[:8]}"
+    async with builder_for(local_snowflake).create_pool(min_size=1, max_size=1) as pool:
+        async with pool.session() as session:
+            await session.sql(f"create table {table} (n int)").collect()
+        with anyio.move_on_after(0.3):
+            async with pool.session() as session, session.transaction():
+                await session.sql(f"insert into {table} values (1)").collect()
+                await session.sql("select system$wait(30)").collect()
+        async with pool.session() as session:
+            assert await session.sql(f"select count(*) from {table}").collect() == [(0,)]
+            async with session.transaction():
+                await session.sql(f"insert into {table} values (2)").collect()
+            assert await session.sql(f"select n from {table}").collect() == [(2,)]
+        assert pool.stats()["replaced"] == 0
+        assert local_snowflake.running_queries() == []
+
+
+MASTER_SECONDS = 4.0
+
+
+@pytest.fixture
+def short_lived() -> Any:
+    with LocalSnowflake(session_token_validity=1.0, master_token_validity=MASTER_SECONDS) as sf:
+        yield sf
+
+
+@pytest.mark.anyio
+async def test_idle_pooled_session_kept_alive_past_the_idle_limit(
+    short_lived: LocalSnowflake,
+) -> None:
+    async with builder_for(short_lived).create_pool(
+        min_size=1, max_size=1, health_check_after=None
+    ) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        idle_since = anyio.current_time()
+        await until(
+            lambda: (
+                anyio.current_time() - idle_since > MASTER_SECONDS * 1.5
+                and short_lived.session(first)["heartbeats"] >= 3
+            ),
+            MASTER_SECONDS * 10,
+        )
+        assert not short_lived.session(first)["master_expired"]
+        async with pool.session() as session:
+            assert session.session_id == first
+            assert (await session.sql("select 1").collect())[0][0] == 1
+        assert pool.stats()["replaced"] == 0
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_idle_session_dead_of_its_master_token_is_replaced_unseen(
+    short_lived: LocalSnowflake,
+) -> None:
+    """Keep-alive off, no health check: the first statement is refused (390114), retried."""
+    builder = builder_for(short_lived, client_session_keep_alive=False)
+    async with builder.create_pool(min_size=1, max_size=1, health_check_after=None) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        await until(lambda: short_lived.session(first)["idle"] > MASTER_SECONDS + 0.5, 30)
+        async with pool.session() as session:
+            assert (await session.sql("select 1").collect())[0][0] == 1
+            assert session.session_id != first
+            assert session.is_alive
+        stats = pool.stats()
+        assert (stats["replaced"], stats["retried_statements"]) == (1, 1)
