@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+    from ._executor import QueryRunner
     from ._job import AsyncJob
     from ._session import AsyncSession
 
@@ -51,7 +52,7 @@ def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
 class SqlQuery:
     """A SQL statement with its parameters; awaiting one of its methods runs it."""
 
-    __slots__ = ("_params", "_session", "_sql")
+    __slots__ = ("_params", "_runner", "_session", "_sql")
 
     def __init__(
         self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None
@@ -59,6 +60,7 @@ class SqlQuery:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
         self._session = session
+        self._runner: QueryRunner = session._runner
         self._sql = sql
         self._params = _check_params(params)
 
@@ -70,7 +72,7 @@ class SqlQuery:
         return self._sql
 
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
-        return await self._session._run_query(self._sql, self._params, consume, operation=operation)
+        return await self._runner.run(self._sql, self._params, consume, operation=operation)
 
     async def collect(self) -> list[Row]:
         """All rows, as ``Row`` objects."""
@@ -118,9 +120,10 @@ class SqlQuery:
 
     async def collect_nowait(self) -> AsyncJob:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
-        from ._job import submit
+        from ._job import AsyncJob
 
-        return await submit(self._session, self._sql, self._params)
+        query = await self._runner.submit_job(self._sql, self._params)
+        return AsyncJob(self._session, query)
 
 
 class ResultStream(Generic[T]):
@@ -158,20 +161,24 @@ class ResultStream(Generic[T]):
         return self._pending.pop()
 
     async def _next_batch(self) -> Any:
-        session = self._query._session
+        runner = self._query._runner
         if self._cursor is None:
-            self._cursor = await session._execute_keep_cursor(
-                self._query._sql, self._query._params, "stream a query"
+            self._cursor = await runner.run(
+                self._query._sql,
+                self._query._params,
+                _keep,
+                operation="stream a query",
+                keep_cursor=True,
             )
             self._batches = self._make_batches(self._cursor)
         batches = self._batches
         assert batches is not None
         try:
-            return await session._in_thread(lambda: next(batches, _END))
+            return await runner.in_thread(lambda: next(batches, _END))
         except Exception as e:
             # 5.x refuses to fetch batches once the connection is closed ("Cursor is
             # closed"): say why, as every other operation on a closed session does.
-            if session.is_closed:
+            if runner.closed:
                 raise SessionClosedError("stream a query") from e
             raise
 
@@ -183,7 +190,7 @@ class ResultStream(Generic[T]):
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
             with anyio.CancelScope(shield=True):
-                await self._query._session._control(cursor.close)
+                await self._query._runner.control(cursor.close)
 
     async def __aenter__(self) -> ResultStream[T]:
         return self
@@ -198,6 +205,11 @@ class ResultStream(Generic[T]):
 
 
 _END: Any = object()
+
+
+def _keep(cursor: Any) -> Any:
+    return cursor
+
 
 QueryInput: TypeAlias = str | SqlQuery | tuple[str, Sequence[Any]]
 

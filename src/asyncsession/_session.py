@@ -12,9 +12,8 @@ import anyio
 
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
-from ._errors import SessionClosedError
-from ._registry import QueryRegistry, RunningQuery
-from ._threads import WorkerCall, run_blocking
+from ._executor import QueryRunner
+from ._registry import RunningQueries
 
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
@@ -26,9 +25,8 @@ logger = logging.getLogger("asyncsession")
 T = TypeVar("T")
 
 DEFAULT_CANCEL_TIMEOUT = 5.0
-DEFAULT_MAX_CONCURRENT_QUERIES = 100
-#: Threads for control calls (aborts, status, logout): never queued behind running queries.
-CONTROL_THREADS = 32
+#: Queries in flight at once; beyond the executor's first few they hold no thread.
+DEFAULT_MAX_CONCURRENT_QUERIES = 1000
 
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
 
@@ -45,7 +43,7 @@ class _BuilderProperty:
 class AsyncSession:
     """An async Snowflake session. Create it with ``await Session.builder....create()``.
 
-    Queries run in worker threads under the session's own limiter. If the task awaiting
+    Queries run through its executor (``_executor``). If the task awaiting
     a query is cancelled, the query is aborted on the server (bounded by
     ``cancel_timeout``) and the cancellation re-raised. ``aclose()`` aborts everything
     still running and logs out.
@@ -67,22 +65,21 @@ class AsyncSession:
         self._driver = driver
         self._config = config
         self._query_tag = query_tag
-        self._query_limiter = anyio.CapacityLimiter(max_concurrent_queries)
-        self._control_limiter = anyio.CapacityLimiter(CONTROL_THREADS)
-        self._registry = QueryRegistry(
-            driver=driver,
+        #: The seam between query objects and threads/driver/server (``_executor``).
+        self._runner = QueryRunner(
             connection=lambda: self._connection,
-            control_limiter=self._control_limiter,
+            driver=driver,
             cancel_timeout=cancel_timeout,
+            max_concurrent_queries=max_concurrent_queries,
         )
-        self._closed = False
+        self._registry = self._runner.registry
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     def __repr__(self) -> str:
         params = redact(self._config.connect_kwargs)
-        state = "closed" if self._closed else f"session_id={self.session_id}"
+        state = "closed" if self.is_closed else f"session_id={self.session_id}"
         where = params.get("account") or params.get("host")
         return f"<AsyncSession {state} account={where!r} user={params.get('user')!r}>"
 
@@ -98,7 +95,7 @@ class AsyncSession:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed
+        return self._runner.closed
 
     @property
     def cancel_timeout(self) -> float:
@@ -106,12 +103,17 @@ class AsyncSession:
 
     @property
     def max_concurrent_queries(self) -> int:
-        return int(self._query_limiter.total_tokens)
+        return self._runner.max_concurrent_queries
 
     @property
-    def running_queries(self) -> tuple[RunningQuery, ...]:
-        """The queries this session has in flight now (``query_id`` once the server told it)."""
-        return self._registry.snapshot()
+    def running_queries(self) -> RunningQueries:
+        """A snapshot of the queries this session has in flight (a tuple of ``RunningQuery``).
+
+        ``query_id in session.running_queries`` is true for every query whose id the server
+        has told (submitted queries and jobs: from submission); ``.without_id`` lists the
+        one-round-trip queries whose reply has not come yet.
+        """
+        return self._runner.running
 
     @property
     def query_tag(self) -> str | None:
@@ -135,59 +137,8 @@ class AsyncSession:
 
         return await collect_many(self, queries, limit=limit)
 
-    def _check_open(self, operation: str) -> None:
-        if self._closed:
-            raise SessionClosedError(operation)
-
-    async def _run_query(
-        self,
-        sql_text: str,
-        params: Sequence[Any] | None,
-        consume: Callable[[Any], T],
-        *,
-        operation: str = "run a query",
-        keep_cursor: bool = False,
-    ) -> T:
-        """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout.
-
-        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it fails.
-        """
-        self._check_open(operation)
-        query = self._registry.add(sql_text)
-        driver = self._driver
-        driver.prepare(query)
-
-        def work() -> T:
-            cursor = self._connection.cursor()
-            try:
-                driver.execute(cursor, query, params)
-                result = consume(cursor)
-            except BaseException:
-                cursor.close()
-                raise
-            if not keep_cursor:
-                cursor.close()
-            return result
-
-        return await self._registry.run(query, WorkerCall(work), self._query_limiter)
-
-    async def _execute_keep_cursor(
-        self, sql_text: str, params: Sequence[Any] | None, operation: str
-    ) -> Any:
-        """Execute and hand back the open cursor, for streaming its results."""
-        return await self._run_query(
-            sql_text, params, lambda cursor: cursor, operation=operation, keep_cursor=True
-        )
-
-    async def _in_thread(self, fn: Callable[[], T]) -> T:
-        """A short blocking call that is not a query (fetching a stream's next batch)."""
-        return await run_blocking(fn, self._query_limiter)
-
-    async def _control(self, fn: Callable[[], T]) -> T:
-        return await run_blocking(fn, self._control_limiter)
-
     async def _scalar(self, sql_text: str, operation: str) -> Any:
-        row = await self._run_query(sql_text, None, lambda c: c.fetchone(), operation=operation)
+        row = await self._runner.run(sql_text, None, lambda c: c.fetchone(), operation=operation)
         return None if row is None else row[0]
 
     # ---- jobs ------------------------------------------------------------------------
@@ -195,20 +146,20 @@ class AsyncSession:
         """Track a query submitted elsewhere (same user) by its id."""
         from ._job import AsyncJob
 
-        self._check_open("create an async job")
+        self._runner.check_open("create an async job")
         if not isinstance(query_id, str) or not query_id.strip():
             raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
-        return AsyncJob(self, self._registry.add(f"<query {query_id}>", query_id=query_id))
+        return AsyncJob(self, self._runner.track_job(query_id))
 
     # ---- context -------------------------------------------------------------------
     async def set_query_tag(self, tag: str | None) -> None:
         if tag is None or tag == "":
-            await self._run_query(
+            await self._runner.run(
                 "alter session unset query_tag", None, _ignore, operation="set the query tag"
             )
         else:
             literal = tag.replace("\\", "\\\\").replace("'", "''")
-            await self._run_query(
+            await self._runner.run(
                 f"alter session set query_tag = '{literal}'",
                 None,
                 _ignore,
@@ -255,12 +206,16 @@ class AsyncSession:
                 f"invalid {kind} name {name!r}: use an unquoted identifier "
                 '(letters, digits, _ and $) or a double-quoted one ("My Name")'
             )
-        await self._run_query(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
+        await self._runner.run(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
 
     # ---- cancellation and closing ----------------------------------------------------
     async def cancel_all(self) -> None:
-        """Abort every query this session has running; their awaiters get QueryCancelledError."""
-        await self._registry.abort_many(list(self._registry.snapshot()), "cancel_all()")
+        """Abort every query this session has running; their awaiters get QueryCancelledError.
+
+        With several running, one ``SYSTEM$CANCEL_ALL_QUERIES`` goes first (it stops every
+        query of the session, ours or not), then each of ours is confirmed.
+        """
+        await self._runner.abort_all("cancel_all()")
 
     async def aclose(self) -> None:
         """Refuse new queries, abort the running ones on the server, log out. Idempotent."""
@@ -268,10 +223,10 @@ class AsyncSession:
             if self._close_done is not None:
                 await self._close_done.wait()
                 return
-            self._closed = True
+            self._runner.closed = True
             self._close_done = anyio.Event()
             try:
-                await self._registry.abort_many(list(self._registry.snapshot()), "aclose()")
+                await self._runner.abort_all("aclose()")
                 await self._logout()
                 for callback in self._on_close:
                     await callback()
@@ -282,10 +237,9 @@ class AsyncSession:
 
     async def _logout(self) -> None:
         connection = self._connection
-        call = WorkerCall(lambda: self._driver.logout(connection))
         with anyio.move_on_after(self.cancel_timeout) as scope:
             try:
-                await call.start(self._control_limiter)
+                await self._runner.control(lambda: self._driver.logout(connection))
             except Exception as e:
                 logger.warning("logging out of session %s failed: %s", _session_id(connection), e)
         if scope.cancelled_caught:
