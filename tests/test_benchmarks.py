@@ -16,10 +16,20 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("latency", "fanout", "cancel", "loop_lag", "aclose", "stream", "import")
+SCENARIOS = (
+    "latency",
+    "fanout",
+    "fanout_large",
+    "cancel",
+    "loop_lag",
+    "aclose",
+    "stream",
+    "import",
+)
 METRICS = {
     "latency": {"p50_ms", "p99_ms"},
     "fanout": {"wall_s", "peak_threads", "extra_threads"},
+    "fanout_large": {"wall_s", "extra_threads", "lag_max_ms", "server_overlap"},
     "cancel": {"abort_sent_ms", "server_stopped_ms", "await_returned_ms"},
     "loop_lag": {"lag_p50_ms", "lag_p99_ms", "lag_max_ms"},
     "aclose": {"close_returned_ms", "server_zero_ms"},
