@@ -13,7 +13,8 @@ from typing import Any
 
 import anyio
 
-from benchmarks.scenarios import new_session, proc_status_kb, raw_connect
+from benchmarks.probes import proc_status_kb
+from benchmarks.scenarios import new_session, raw_connect
 
 BATCH_ROWS = 10_000
 

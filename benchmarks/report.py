@@ -363,7 +363,9 @@ def _plots(merged: dict[str, Any], out: Path) -> list[Path]:
     runs = _runs(merged)
     made: list[Path] = []
 
-    def bars(name: str, title: str, scenario: str, keys: list[tuple[str, str]], ylabel: str):
+    def bars(
+        name: str, title: str, scenario: str, keys: list[tuple[str, str]], ylabel: str
+    ) -> None:
         present = [(g, r) for g, r in runs if scenario in r["scenarios"]]
         if not present:
             return

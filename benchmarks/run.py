@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.report_only:
         from benchmarks.report import write_report
 
-        merged = json.loads((Path(args.out) / "results.json").read_text())
+        merged: dict[str, Any] = json.loads((Path(args.out) / "results.json").read_text())
         write_report(merged, Path(args.out), plots=not args.no_plots)
         return merged
     if args.worker:

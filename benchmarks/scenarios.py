@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import snowflake.connector.errors
 
 from asyncsession import Session
 from asyncsession._threads import retire_idle_workers
+from benchmarks.probes import ThreadSampler, os_threads
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
 GENERATION = int(CONNECTOR_VERSION.split(".")[0])
@@ -81,49 +81,6 @@ def percentile(values: list[float], q: float) -> float:
     pos = (len(data) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
-def os_threads() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return threading.active_count()
-
-
-def proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class ThreadSampler:
-    """Samples the OS thread count of this process every 2 ms while active."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, os_threads())
-            self._stop.wait(0.002)
-
-    def __enter__(self) -> ThreadSampler:
-        self.baseline = os_threads()
-        self.peak = self.baseline
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 #: The thread count before any measurement (set by ``Context``); measurements wait for it.
@@ -619,7 +576,11 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
 
 
 # ---- 6. streaming (each measurement in a fresh subprocess) -------------------------------
-STREAM_MODES = ("raw fetchmany", "asyncsession to_local_iterator", "raw fetch_arrow_batches")
+STREAM_MODES: tuple[str, ...] = (
+    "raw fetchmany",
+    "asyncsession to_local_iterator",
+    "raw fetch_arrow_batches",
+)
 STREAM_MODES += ("asyncsession to_arrow_batches",)
 
 

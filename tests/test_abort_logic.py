@@ -149,8 +149,9 @@ async def test_one_query_gets_one_abort_and_its_worker_drains() -> None:
     async with anyio.create_task_group() as tg:
         query, _ = await start_running(tg, registry, driver, "q")
         assert await registry.abort(query, "job.cancel()")
-        assert query.call is not None
-    assert query.call.is_finished
+        call = query.call
+        assert call is not None
+        assert call.is_finished
     assert driver.kinds() == ["abort"]
 
 

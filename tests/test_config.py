@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from asyncsession import _config
+from asyncsession import _config, _connections_file
 from asyncsession._config import (
     CONNECT_OPTIONS,
     LIBRARY_OPTIONS,
@@ -714,7 +714,7 @@ def test_connector_skip_option_skips_our_checks(home: Path, sfdir: Path, key: st
 def test_no_permission_checks_off_posix(
     home: Path, sfdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_config, "_POSIX", False)
+    monkeypatch.setattr(_connections_file, "_POSIX", False)
     write(sfdir / "connections.toml", DEV, mode=0o666)
     assert run({"connection_name": "dev"}, home).connect_kwargs["account"] == "acc_dev"
 
@@ -1030,7 +1030,7 @@ def test_resolve_defaults_read_os_environ_and_home(
 def test_tomli_fallback() -> None:  # pragma: no cover
     import importlib
 
-    assert getattr(_config, "tomllib") is importlib.import_module("tomli")  # noqa: B009
+    assert getattr(_connections_file, "tomllib") is importlib.import_module("tomli")  # noqa: B009
 
 
 @pytest.mark.parametrize("value", [0, -1, True, "3", 2.0, 2**31])

@@ -14,7 +14,8 @@ import anyio
 from ._config import ResolvedConfig, normalize_options, redact, resolve
 from ._driver import Driver, get_driver
 from ._errors import ConfigurationError
-from ._session import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES, AsyncSession
+from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
+from ._session import AsyncSession
 from ._threads import WorkerCall, run_blocking
 
 logger = logging.getLogger("asyncsession")

@@ -14,6 +14,7 @@ Everything here is blocking and runs in worker threads (see ``_threads``).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -44,7 +45,9 @@ ER_FAILED_TO_REQUEST = 250003
 DEFAULT_RETRY_MAX_ATTEMPTS = 6
 
 
+@functools.cache
 def connector_major() -> int:
+    """Major version of the installed snowflake-connector-python (the one probe)."""
     return int(importlib.metadata.version("snowflake-connector-python").split(".")[0])
 
 

@@ -13,6 +13,7 @@ import anyio
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._executor import QueryRunner
+from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._registry import RunningQueries
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ logger = logging.getLogger("asyncsession")
 
 T = TypeVar("T")
 
-DEFAULT_CANCEL_TIMEOUT = 5.0
-#: Queries in flight at once; beyond the executor's first few they hold no thread.
-DEFAULT_MAX_CONCURRENT_QUERIES = 1000
 
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
 

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-READY_PREFIX = "ASYNCSESSION-EMULATOR-READY "
-ADMIN_HEADER = "X-Emulator-Admin"
+from ._protocol import ADMIN_HEADER, ADMIN_TOKEN_ENV, READY_PREFIX
+
 PYTHON_ENV = "ASYNCSESSION_EMULATOR_PYTHON"
 
 _live: set[LocalSnowflake] = set()
@@ -104,7 +104,7 @@ class LocalSnowflake:
             str(self.latency_ms),
             "--watch-stdin",
         ]
-        env = {**os.environ, "ASYNCSESSION_EMULATOR_ADMIN_TOKEN": self._admin_token}
+        env = {**os.environ, ADMIN_TOKEN_ENV: self._admin_token}
         env.setdefault("PYTHONUNBUFFERED", "1")
         process = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env

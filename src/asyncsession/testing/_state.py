@@ -141,6 +141,8 @@ class Registry:
         self.sessions: dict[int, Session] = {}
         self.by_token: dict[str, Session] = {}
         self.by_master_token: dict[str, Session] = {}
+        # Session tokens expired on purpose (``expire_tokens``): answered 390112, not 390104.
+        self.expired_tokens: set[str] = set()
         self.queries: OrderedDict[str, Query] = OrderedDict()
         self.by_request_id: dict[tuple[int, str], Query] = {}
         # Aborts that arrived before their query did (the client gave up early).
@@ -160,7 +162,9 @@ class Registry:
         self.by_master_token[session.master_token] = session
         return session
 
-    def renew_token(self, session: Session) -> None:
+    def renew_token(self, session: Session, old_token: str | None = None) -> None:
+        if old_token:
+            self.expired_tokens.discard(old_token)
         self.by_token.pop(session.token, None)
         session.token = secrets.token_urlsafe(24)
         self.by_token[session.token] = session
@@ -168,6 +172,7 @@ class Registry:
     def expire_tokens(self) -> int:
         """Invalidate every session token (master tokens stay valid, so clients renew)."""
         count = len(self.by_token)
+        self.expired_tokens.update(self.by_token)
         self.by_token.clear()
         return count
 
