@@ -26,7 +26,7 @@ import snowflake.connector.errors
 
 from asyncsession import Session
 from asyncsession._threads import retire_idle_workers
-from benchmarks.probes import ThreadSampler, os_threads
+from benchmarks.probes import ThreadSampler, os_threads, proc_status_kb
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
 GENERATION = int(CONNECTOR_VERSION.split(".")[0])
