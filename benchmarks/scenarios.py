@@ -535,9 +535,17 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
                     await anyio.to_thread.run_sync(wait_running, ctx, ACLOSE_SQL, n, before, 30.0)
                 )
                 t0 = time.time()
-                await session.aclose()
-                res["close_returned_ms"] = (time.time() - t0) * 1000
-                res["server_zero_ms"] = await anyio.to_thread.run_sync(until_zero, t0)
+                zero: list[float | None] = []
+
+                async def watch() -> None:
+                    # Watched while aclose() runs: the server may be at 0 before it returns.
+                    zero.append(await anyio.to_thread.run_sync(until_zero, t0))
+
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(watch)
+                    await session.aclose()
+                    res["close_returned_ms"] = (time.time() - t0) * 1000
+                res["server_zero_ms"] = zero[0]
         else:
             import asyncio
 
@@ -554,8 +562,8 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
             t0 = time.time()
             await conn.close()
             res["close_returned_ms"] = (time.time() - t0) * 1000
-            zero = await anyio.to_thread.run_sync(lambda: until_zero_deadline(t0))
-            res["server_zero_ms"] = zero
+            aio_zero = await anyio.to_thread.run_sync(lambda: until_zero_deadline(t0))
+            res["server_zero_ms"] = aio_zero
             await anyio.to_thread.run_sync(server_cleanup, ctx, qids)
             for task in tasks:
                 task.cancel()

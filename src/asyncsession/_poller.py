@@ -71,13 +71,37 @@ class StatusPoller:
             if not wake.is_set():
                 with anyio.move_on_after(gap):
                     await wake.wait()
-            if wake.is_set():
+            seen = None if wake.is_set() else await self._look_unless_woken(query.query_id, wake)
+            if seen is None:  # an aborter woke us
                 if query.cancel_reason is not None:
-                    # Woken by an aborter once its abort was answered or confirmed: no
-                    # status request and no result fetch just to learn of the 604.
+                    # It did so once its abort was answered or confirmed: no status
+                    # request and no result fetch just to learn of the 604.
                     raise QueryCancelledError(query.query_id, query.cancel_reason)
                 query.wake = anyio.Event()
-            name, running = await self.status(query.query_id)
+                continue
+            name, running = seen
             if not running:
                 return name
             gap = min(gap * POLL_GROWTH, POLL_MAX)
+
+    async def _look_unless_woken(self, query_id: str, wake: anyio.Event) -> tuple[str, bool] | None:
+        """One paced status request, given up (None) if ``wake`` is set meanwhile.
+
+        A waiter queued behind the session's other polls must not make an abort wait for
+        its turn; a status request given up on finishes in its thread, unread.
+        """
+        seen: tuple[str, bool] | None = None
+
+        async def look() -> None:
+            nonlocal seen
+            seen = await self.status(query_id)
+            tg.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await wake.wait()
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(look)
+            tg.start_soon(watch)
+        return seen
