@@ -587,6 +587,7 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
 STREAM_MODES: tuple[str, ...] = (
     "raw fetchmany",
     "asyncsession to_local_iterator",
+    "asyncsession to_row_batches",
     "raw fetch_arrow_batches",
 )
 STREAM_MODES += ("asyncsession to_arrow_batches",)

@@ -72,6 +72,16 @@ async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
     sql = "select range as n from range(25000) order by n"
     seen = [row[0] async for row in session.sql(sql).to_local_iterator(batch_rows=1000)]
     assert seen == list(range(25000))
+    sizes: list[int] = []
+    async with session.sql(sql).to_row_batches(batch_rows=10_000) as row_batches:
+        async for batch in row_batches:
+            assert isinstance(batch[0], Row)
+            assert batch[0][0] == 10_000 * len(sizes)
+            sizes.append(len(batch))
+    assert sum(sizes) == 25000
+    assert max(sizes) <= 10_000
+    with pytest.raises(ValueError, match="batch_rows"):
+        session.sql(sql).to_row_batches(batch_rows=0)
     total = 0
     async with session.sql(sql).to_arrow_batches() as batches:
         async for table in batches:
