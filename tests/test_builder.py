@@ -39,6 +39,9 @@ SECRET_TOKEN = "Tok-0c6e55d1-never-shown"
 SECRET_PASSCODE = "918273"
 SECRET_PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----MIIEv-3a7f-never-shown-----END PRIVATE KEY-----"
 
+# The asyncio backend: some tests exercise asyncio's own API (create_task, wait_for).
+pytestmark = pytest.mark.anyio
+
 
 @pytest.fixture(autouse=True)
 def _fresh_permission_warnings() -> Iterator[None]:
@@ -122,7 +125,6 @@ def test_a_rejected_configs_call_leaves_the_builder_unchanged() -> None:
     assert "'role'" not in repr(builder)
 
 
-@pytest.mark.asyncio
 async def test_option_names_are_case_insensitive_and_later_configs_win(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -140,7 +142,6 @@ async def test_option_names_are_case_insensitive_and_later_configs_win(
         assert session.session_id in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_create_snapshots_the_options(params: dict[str, Any]) -> None:
     builder = Session.builder.configs(params).config("schema", "AT_CREATE")
     creation = builder.create()
@@ -152,7 +153,6 @@ async def test_create_snapshots_the_options(params: dict[str, Any]) -> None:
 # ---- create(): awaitable and async context manager -------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_create_is_awaitable(local_snowflake: LocalSnowflake, params: dict[str, Any]) -> None:
     session = await Session.builder.configs(params).create()
     try:
@@ -167,7 +167,6 @@ async def test_create_is_awaitable(local_snowflake: LocalSnowflake, params: dict
     assert session.session_id not in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_create_as_async_context_manager_closes_on_exit(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -179,7 +178,6 @@ async def test_create_as_async_context_manager_closes_on_exit(
     assert session_id not in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_create_context_manager_closes_when_the_body_raises(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -200,7 +198,6 @@ async def test_create_context_manager_closes_when_the_body_raises(
     assert session.session_id not in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_async_with_await_create(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -211,7 +208,6 @@ async def test_async_with_await_create(
     assert session_id not in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_close_is_the_snowpark_spelling_and_idempotent(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -222,7 +218,6 @@ async def test_close_is_the_snowpark_spelling_and_idempotent(
     assert session.session_id not in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_library_options_reach_the_session(params: dict[str, Any]) -> None:
     builder = Session.builder.configs(params).configs(
         {"Cancel_Timeout": 2.5, "MAX_CONCURRENT_QUERIES": 7}
@@ -232,7 +227,6 @@ async def test_library_options_reach_the_session(params: dict[str, Any]) -> None
         assert session.max_concurrent_queries == 7
 
 
-@pytest.mark.asyncio
 async def test_bad_library_option_fails_before_login(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -242,7 +236,6 @@ async def test_bad_library_option_fails_before_login(
     assert session_ids(local_snowflake) <= before
 
 
-@pytest.mark.asyncio
 async def test_get_or_create_is_the_snowpark_spelling(params: dict[str, Any]) -> None:
     async with Session.builder.configs(params).getOrCreate() as session:
         assert await session.get_current_schema() == params["schema"]
@@ -260,7 +253,6 @@ async def tag_seen_by_server(sf: LocalSnowflake, session: AsyncSession) -> str:
     return tag
 
 
-@pytest.mark.asyncio
 async def test_app_name_tags_queries(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -269,7 +261,6 @@ async def test_app_name_tags_queries(
         assert await tag_seen_by_server(local_snowflake, session) == "APPNAME=svc"
 
 
-@pytest.mark.asyncio
 async def test_app_name_format_json(
     local_snowflake: LocalSnowflake, params: dict[str, Any]
 ) -> None:
@@ -281,7 +272,6 @@ async def test_app_name_format_json(
         assert await tag_seen_by_server(local_snowflake, session) == '{"APPNAME": "svc"}'
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "options",
     [
@@ -318,7 +308,6 @@ def test_app_name_must_be_a_non_empty_str() -> None:
 # ---- connections.toml / config.toml -----------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_connection_name_from_connections_toml(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -328,7 +317,6 @@ async def test_connection_name_from_connections_toml(
         assert await session.get_current_schema() == local_snowflake.schema
 
 
-@pytest.mark.asyncio
 async def test_default_connection_from_environment(
     local_snowflake: LocalSnowflake, sf_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,7 +330,6 @@ async def test_default_connection_from_environment(
         assert session.session_id in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_default_connection_name_in_config_toml(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -352,7 +339,6 @@ async def test_default_connection_name_in_config_toml(
         assert session.session_id in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_profile_in_config_toml_connections_table(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -362,7 +348,6 @@ async def test_profile_in_config_toml_connections_table(
         assert session.session_id in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_explicit_options_override_the_profile(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -376,7 +361,6 @@ async def test_explicit_options_override_the_profile(
         assert await session.get_current_schema() == "ALSO_OVERRIDDEN"
 
 
-@pytest.mark.asyncio
 async def test_connections_file_path_points_elsewhere(
     local_snowflake: LocalSnowflake, sf_home: Path, tmp_path: Path
 ) -> None:
@@ -390,7 +374,6 @@ async def test_connections_file_path_points_elsewhere(
         assert session.session_id in session_ids(local_snowflake)
 
 
-@pytest.mark.asyncio
 async def test_unknown_connection_name_lists_the_known_ones(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -407,7 +390,6 @@ async def test_unknown_connection_name_lists_the_known_ones(
     assert SECRET_PASSWORD not in message
 
 
-@pytest.mark.asyncio
 async def test_group_writable_connections_toml_is_refused(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -420,7 +402,6 @@ async def test_group_writable_connections_toml_is_refused(
     assert session_ids(local_snowflake) <= before  # never logged in
 
 
-@pytest.mark.asyncio
 async def test_group_readable_connections_toml_warns_exactly_once(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -440,7 +421,6 @@ async def test_group_readable_connections_toml_warns_exactly_once(
     assert "0640" in str(warned[0].message)
 
 
-@pytest.mark.asyncio
 async def test_group_readable_warning_can_be_silenced(
     local_snowflake: LocalSnowflake, sf_home: Path
 ) -> None:
@@ -460,7 +440,6 @@ def assert_no_secret(text: str, *secrets: str) -> None:
         assert secret not in text
 
 
-@pytest.mark.asyncio
 async def test_wrong_password_is_a_clear_error_without_the_password(
     secret_snowflake: LocalSnowflake,
 ) -> None:
@@ -494,7 +473,6 @@ def test_builder_repr_hides_secrets() -> None:
     assert_no_secret(str(builder), SECRET_PASSWORD, SECRET_TOKEN, SECRET_PASSCODE)
 
 
-@pytest.mark.asyncio
 async def test_session_repr_hides_secrets(secret_snowflake: LocalSnowflake) -> None:
     builder = Session.builder.configs(secret_snowflake.connection_parameters)
     async with builder.create() as session:
@@ -528,7 +506,6 @@ def debug_everything(caplog: pytest.LogCaptureFixture) -> Any:
     return caplog
 
 
-@pytest.mark.asyncio
 async def test_debug_logs_never_contain_secrets(
     secret_snowflake: LocalSnowflake, debug_everything: pytest.LogCaptureFixture
 ) -> None:
@@ -551,7 +528,6 @@ async def test_debug_logs_never_contain_secrets(
 # ---- unknown options ------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 # Connector 5.x warns about the same key itself ("Unknown parameter 'warehous'"):
 # that one is the connector's, and not what this test is about.
 @pytest.mark.filterwarnings("ignore:Unknown parameter 'warehous':UserWarning")
@@ -579,7 +555,6 @@ async def test_unknown_option_warns_and_the_session_still_works(
 # ---- login in a worker thread ---------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_login_does_not_block_the_event_loop(emulator: LocalSnowflake) -> None:
     emulator.set_latency(300)
     ticks = 0
@@ -603,7 +578,6 @@ async def test_login_does_not_block_the_event_loop(emulator: LocalSnowflake) -> 
     assert during >= 5, f"the event loop ticked only {during} times during a 300+ ms login"
 
 
-@pytest.mark.asyncio
 async def test_cancelled_login_leaves_no_session(emulator: LocalSnowflake) -> None:
     emulator.set_latency(300)
     builder = Session.builder.configs(emulator.connection_parameters)
@@ -617,7 +591,6 @@ async def test_cancelled_login_leaves_no_session(emulator: LocalSnowflake) -> No
     emulator.set_latency(0)
 
 
-@pytest.mark.asyncio
 async def test_wait_for_timeout_on_create_leaves_no_session(emulator: LocalSnowflake) -> None:
     emulator.set_latency(300)
     with pytest.raises(asyncio.TimeoutError):
@@ -632,7 +605,6 @@ async def test_wait_for_timeout_on_create_leaves_no_session(emulator: LocalSnowf
 # ---- local_testing ---------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_local_testing_runs_and_stops_an_embedded_emulator() -> None:
     assert _local._emulator is None
     builder = Session.builder.config("local_testing", True)
@@ -655,7 +627,6 @@ async def test_local_testing_runs_and_stops_an_embedded_emulator() -> None:
     assert not embedded.is_running
 
 
-@pytest.mark.asyncio
 async def test_local_testing_failed_login_releases_the_embedded_emulator() -> None:
     assert _local._emulator is None
     builder = Session.builder.configs({"local_testing": True, "password": WRONG_PASSWORD})

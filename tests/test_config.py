@@ -10,7 +10,6 @@ import math
 import os
 import random
 import string
-import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -1024,13 +1023,6 @@ def test_resolve_defaults_read_os_environ_and_home(
     write(home / "sf" / "connections.toml", '[default]\naccount = "from_env_home"\n')
     monkeypatch.setenv("SNOWFLAKE_HOME", str(home / "sf"))
     assert resolve({}).connect_kwargs == {"account": "from_env_home"}
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 11), reason="tomli fallback only on 3.10")
-def test_tomli_fallback() -> None:  # pragma: no cover
-    import importlib
-
-    assert getattr(_connections_file, "tomllib") is importlib.import_module("tomli")  # noqa: B009
 
 
 @pytest.mark.parametrize("value", [0, -1, True, "3", 2.0, 2**31])

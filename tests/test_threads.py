@@ -1,7 +1,7 @@
 """The worker pool where threads meet the event loop (our own logic; no connector needed).
 
 The behaviour through the connector (cancelled queries abort on the server, 1,000
-queries on bounded threads) is in test_registry.py and reliability/test_load.py.
+queries on bounded threads) is in test_cancellation.py and reliability/test_load.py.
 """
 
 from __future__ import annotations

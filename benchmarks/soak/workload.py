@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -22,9 +21,6 @@ from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClos
 from asyncsession.testing import LocalSnowflake
 from benchmarks.probes import until
 from benchmarks.soak.report import Failure, Problems, Tally
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 WORKERS = 6
 #: Shared sessions: slot 0 lives for the whole run (and gets ``cancel_all()``), slot 1 is

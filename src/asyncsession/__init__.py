@@ -13,6 +13,7 @@ from ._registry import RunningQuery
 from ._row import Row
 from ._session import AsyncSession, Session
 
+#: The one place the version is written (pyproject.toml reads it from here).
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -32,3 +33,10 @@ __all__ = [
     "UnknownOptionWarning",
     "__version__",
 ]
+
+# Shown as ``asyncsession.X`` in tracebacks and reprs, not as the private module that
+# defines it (httpx's pattern); pickling finds them here too.
+for _name in __all__:
+    if not _name.startswith("__"):
+        globals()[_name].__module__ = "asyncsession"
+del _name

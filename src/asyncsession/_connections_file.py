@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import threading
+import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 from ._errors import ConfigurationError
 

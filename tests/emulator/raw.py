@@ -17,15 +17,24 @@ class RawClient:
             auth=False,
         )
         assert reply["success"], reply
+        self.login_reply: dict[str, Any] = reply["data"]
         self.token: str = reply["data"]["token"]
+        self.master_token: str = reply["data"]["masterToken"]
         self.session_id: int = reply["data"]["sessionId"]
 
     def request(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, timeout: float = 30
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        timeout: float = 30,
+        token: str | None = None,
     ) -> dict[str, Any]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
-            headers["Authorization"] = f'Snowflake Token="{self.token}"'
+            headers["Authorization"] = f'Snowflake Token="{token or self.token}"'
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=timeout) as response:
@@ -36,6 +45,18 @@ class RawClient:
         self, path: str, body: Any, *, auth: bool = True, timeout: float = 30
     ) -> dict[str, Any]:
         return self.request("POST", path, body, auth=auth, timeout=timeout)
+
+    def renew(self) -> dict[str, Any]:
+        """POST /session/token-request with the master token, as the connector does."""
+        reply = self.request(
+            "POST",
+            "/session/token-request",
+            {"oldSessionToken": self.token, "requestType": "RENEW"},
+            token=self.master_token,
+        )
+        if reply["success"]:
+            self.token = reply["data"]["sessionToken"]
+        return reply
 
     def query(
         self,

@@ -17,7 +17,7 @@ from snowflake.connector.errors import Error, OperationalError, ProgrammingError
 from asyncsession import AsyncSession, QueryCancelledError
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
-from tests.test_registry import session_for, wait_running
+from tests.test_cancellation import session_for, wait_running
 
 pytestmark = pytest.mark.anyio
 
@@ -204,7 +204,7 @@ async def test_cancel_all_is_bounded_when_aborts_are_blackholed(
 ) -> None:
     """``cancel_all()`` returns within cancel_timeout, names the query, releases its awaiter.
 
-    (``aclose()`` alone is in test_registry.py; here it comes while ``cancel_all()`` is
+    (``aclose()`` alone is in test_cancellation.py; here it comes while ``cancel_all()`` is
     still waiting: it must not abort twice, and must be bounded all the same.)
     """
     # Short queries: with the abort lost, they run to their end on the server.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +26,6 @@ import pytest
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, until
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
 

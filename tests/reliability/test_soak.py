@@ -165,7 +165,7 @@ async def _soak(
     # A login cancelled in the last second may still be finishing in its thread (4.x keeps
     # our backoff object in its auth context until then): the smoke reports, the soak checks.
     if ours and seconds >= RSS_TREND_MIN_SECONDS:
-        kept = "AsyncSession" if "asyncsession._session.AsyncSession" in ours else min(ours)
+        kept = "AsyncSession" if "asyncsession.AsyncSession" in ours else min(ours)
         kept = kept.rsplit(".", 1)[-1]
         problems.add(
             "end: asyncsession objects outlive the run",

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import _sessions
 from ._context import Emulator
 from ._http import BadRequest, bind, read_body
 from ._protocol import ADMIN_HEADER, ADMIN_ROUTE
@@ -39,12 +40,47 @@ async def queries(emu: Emulator, request: Request) -> Response:
 
 async def sessions(emu: Emulator, request: Request) -> Response:
     _check_admin(emu, request)
+    return JSONResponse({"sessions": [s.describe() for s in emu.registry.sessions.values()]})
+
+
+async def delete_session(emu: Emulator, request: Request) -> Response:
+    _check_admin(emu, request)
+    body = await read_body(request)
+    session = emu.registry.sessions.get(int(body.get("session_id", -1)))
+    if session is None:
+        raise BadRequest(f"no session {body.get('session_id')!r}", 404)
+    return JSONResponse({"aborted": await _sessions.delete_session(emu, session)})
+
+
+async def token_validity(emu: Emulator, request: Request) -> Response:
+    _check_admin(emu, request)
+    body = await read_body(request)
+    registry = emu.registry
+    for key, attribute in (
+        ("session", "session_token_validity"),
+        ("master", "master_token_validity"),
+    ):
+        if body.get(key) is not None:
+            value = float(body[key])
+            if not value > 0:
+                raise BadRequest(f"{key} token validity must be > 0 seconds, not {value}")
+            setattr(registry, attribute, value)
+    return JSONResponse(
+        {"session": registry.session_token_validity, "master": registry.master_token_validity}
+    )
+
+
+async def counters(emu: Emulator, request: Request) -> Response:
+    _check_admin(emu, request)
+    registry = emu.registry
     return JSONResponse(
         {
-            "sessions": [
-                {"session_id": s.session_id, "user": s.user, "parameters": s.parameters}
-                for s in emu.registry.sessions.values()
-            ]
+            "logins": dict(registry.logins),
+            "failed_logins": dict(registry.failed_logins),
+            "heartbeats": dict(registry.heartbeats),
+            "heartbeats_by_session": {
+                str(s.session_id): s.heartbeats for s in registry.sessions.values()
+            },
         }
     )
 
@@ -77,4 +113,7 @@ def routes(emu: Emulator) -> list[Route]:
         Route(ADMIN_ROUTE + "/sessions", bind(emu, sessions), methods=["GET"]),
         Route(ADMIN_ROUTE + "/faults", bind(emu, faults), methods=["POST"]),
         Route(ADMIN_ROUTE + "/expire-tokens", bind(emu, expire_tokens), methods=["POST"]),
+        Route(ADMIN_ROUTE + "/delete-session", bind(emu, delete_session), methods=["POST"]),
+        Route(ADMIN_ROUTE + "/token-validity", bind(emu, token_validity), methods=["POST"]),
+        Route(ADMIN_ROUTE + "/counters", bind(emu, counters), methods=["GET"]),
     ]

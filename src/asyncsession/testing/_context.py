@@ -9,15 +9,27 @@ from typing import Any
 
 from ._engine import Engine
 from ._faults import Faults
+from ._protocol import MASTER_TOKEN_VALIDITY, SESSION_TOKEN_VALIDITY
 from ._state import Registry
 
 
 class Emulator:
-    def __init__(self, *, user: str, password: str | None, admin_token: str) -> None:
+    def __init__(
+        self,
+        *,
+        user: str,
+        password: str | None,
+        admin_token: str,
+        session_token_validity: float = SESSION_TOKEN_VALIDITY,
+        master_token_validity: float = MASTER_TOKEN_VALIDITY,
+    ) -> None:
         self.user = user
         self.password = password
         self.admin_token = admin_token
-        self.registry = Registry()
+        self.registry = Registry(
+            session_token_validity=session_token_validity,
+            master_token_validity=master_token_validity,
+        )
         self.engine = Engine()
         self.faults = Faults()
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="emulator-sql")

@@ -33,8 +33,11 @@ from fakesnow.statement_type import DML_TYPE_IDS, statement_type_id
 
 from ._state import CANCELED, Query, QueryError, Session
 
-# The query a worker thread is executing, for SQL functions that need it (SYSTEM$WAIT).
-_current = threading.local()
+# The queries executing in DuckDB by id, for SQL functions that need theirs (SYSTEM$WAIT).
+# DuckDB calls Python functions on its own threads, so a thread-local cannot carry it:
+# each statement's ``system$wait(`` calls get its query id as a first argument instead.
+_executing: dict[str, Query] = {}
+_WAIT_CALL = re.compile(r"system\$wait\s*\(", re.IGNORECASE)
 
 # Large Arrow results are answered as Snowflake does: the first rows inline
 # (``rowsetBase64``), the rest as chunks the client downloads lazily, a few ahead, from
@@ -83,27 +86,33 @@ class QueryFailed(Exception):
         self.error = error
 
 
-def _system_wait(amount: float, unit: str | None = None) -> str:
+def _system_wait(query_id: str, amount: float) -> str:
     """SYSTEM$WAIT inside an arbitrary statement: sleeps, but stops when its query is aborted."""
-    query: Query | None = getattr(_current, "query", None)
-    deadline = time.monotonic() + wait_seconds(amount, unit)
+    query = _executing.get(query_id)
+    deadline = time.monotonic() + wait_seconds(amount, None)
     while (left := deadline - time.monotonic()) > 0:
-        if query is not None and query.cancel_requested.wait(min(left, 0.05)):
-            raise QueryFailed(CANCELED)
         if query is None:
             time.sleep(min(left, 0.05))
-    return f"waited {amount:g} {(unit or 'seconds').lower()}"
+        elif query.cancel_requested.wait(min(left, 0.05)):
+            raise QueryFailed(CANCELED)
+    return f"waited {amount:g} seconds"
 
 
 @dataclass
 class SessionEngine:
-    """One session's pool of fakesnow connections and its current database and schema."""
+    """One session's pool of fakesnow connections and its current database and schema.
+
+    While the session has a transaction open, one connection is ``pinned``: every
+    statement of the session runs on it (the caller serialises them), so the
+    transaction's writes are visible to the session alone until COMMIT.
+    """
 
     fs: FakeSnow
     database: str | None
     schema: str | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: list[FakeSnowflakeConnection] = field(default_factory=list)
+    pinned: FakeSnowflakeConnection | None = None
 
     def borrow(self) -> FakeSnowflakeConnection:
         with self.lock:
@@ -119,13 +128,64 @@ class SessionEngine:
         with self.lock:
             if changed_context:
                 self.database, self.schema = conn.database, conn.schema
+            if conn is not self.pinned:
+                self.idle.append(conn)
+
+    # transactions
+    def begin(self) -> None:
+        conn = self.borrow()
+        conn._duck_conn.begin()
+        # fakesnow's own bookkeeping then commits the transaction before DDL, as
+        # Snowflake does, and reports it through ``_in_transaction``.
+        conn._autocommit, conn._in_transaction = False, True
+        self.pinned = conn
+
+    def end(self, commit: bool) -> bool:
+        """COMMIT (or ROLLBACK) the pinned connection's transaction and unpin it.
+
+        False when a COMMIT had to roll back: DuckDB aborts a whole transaction when one
+        of its statements fails, where Snowflake rolls back only that statement.
+        """
+        conn = self.pinned
+        if conn is None:
+            return True
+        committed = False
+        try:
+            if commit and not _aborted(conn):
+                conn._duck_conn.commit()
+                committed = True
+            else:
+                conn._duck_conn.rollback()
+        finally:
+            if not committed:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT rolled back already
+                    conn._duck_conn.rollback()
+            self._unpin(conn)
+        return committed or not commit
+
+    def _unpin(self, conn: FakeSnowflakeConnection) -> None:
+        conn._autocommit, conn._in_transaction = True, False
+        with self.lock:
+            self.pinned = None
             self.idle.append(conn)
 
     def close(self) -> None:
+        if self.pinned is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.end(commit=False)
         with self.lock:
             idle, self.idle = self.idle, []
         for conn in idle:
             conn.close()
+
+
+def _aborted(conn: FakeSnowflakeConnection) -> bool:
+    """Whether DuckDB has aborted the connection's transaction (an earlier statement failed)."""
+    try:
+        conn._duck_conn.execute("SELECT 1").fetchall()
+    except duckdb.TransactionException:
+        return True
+    return False
 
 
 def _use(conn: FakeSnowflakeConnection, database: str | None, schema: str | None) -> None:
@@ -142,8 +202,8 @@ class Engine:
         # Registered once on the shared DuckDB; visible to every session's connections.
         self.fs.duck_conn.create_function(
             "system$wait",
-            lambda amount: _system_wait(amount),
-            [sqltypes.DOUBLE],
+            _system_wait,
+            [sqltypes.VARCHAR, sqltypes.DOUBLE],
             sqltypes.VARCHAR,
             side_effects=True,
         )
@@ -162,14 +222,21 @@ class Engine:
         sql_text: str,
         bindings: dict[str, Any] | None,
         register: dict[str, pa.Table] | None = None,
+        pinned: bool = False,
     ) -> dict[str, Any]:
-        """Run one statement; return the reply's ``data`` or raise QueryFailed."""
+        """Run one statement; return the reply's ``data`` or raise QueryFailed.
+
+        ``pinned``: on the session's transaction connection (the caller holds the
+        transaction's lock); else on a pooled one.
+        """
         engine: SessionEngine = session.engine
-        conn = engine.borrow()
+        conn = engine.pinned if pinned else None
+        conn = conn or engine.borrow()
         before = (conn.database, conn.schema)
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
-        _current.query = query
+        _executing[query.query_id] = query
+        sql_text = _WAIT_CALL.sub(f"system$wait('{query.query_id}', ", sql_text)
         try:
             for name, table in (register or {}).items():
                 duck.register(name, table)
@@ -198,12 +265,14 @@ class Engine:
                 raise QueryFailed(CANCELED) from None
             raise QueryFailed(_translate(e)) from None
         finally:
-            _current.query = None
+            _executing.pop(query.query_id, None)
             query.interrupt = None
             for name in register or {}:
                 with contextlib.suppress(Exception):  # best effort; the name is per query
                     duck.unregister(name)
             engine.give_back(conn, changed_context=(conn.database, conn.schema) != before)
+            if conn is engine.pinned and not conn._in_transaction:
+                engine._unpin(conn)  # DDL committed the transaction (fakesnow did, as Snowflake)
 
     def close_session(self, session: Session) -> None:
         if session.engine is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._engine import CHUNK_ROUTE
@@ -56,9 +58,16 @@ class FaultMiddleware:
     client downloads them from: they get latency and faults like any other route.
     """
 
-    def __init__(self, app: ASGIApp, faults: Faults) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        faults: Faults,
+        on_fault: Callable[[str, Headers, bytes], None] | None = None,
+    ) -> None:
         self.app = app
         self.faults = faults
+        # Told of every request a fault answered, with its body (e.g. to count logins).
+        self.on_fault = on_fault
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
@@ -71,6 +80,8 @@ class FaultMiddleware:
         if rule is None:
             await self.app(scope, receive, send)
             return
+        if self.on_fault is not None:
+            self.on_fault(path, Headers(scope=scope), await _read_body(receive))
         if rule.status is None:
             await self.faults.released.wait()
             status = 503
@@ -85,3 +96,15 @@ class FaultMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)

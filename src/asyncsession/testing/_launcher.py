@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ._protocol import ADMIN_HEADER, ADMIN_TOKEN_ENV, READY_PREFIX
+from ._protocol import (
+    ADMIN_HEADER,
+    ADMIN_TOKEN_ENV,
+    MASTER_TOKEN_VALIDITY,
+    READY_PREFIX,
+    SESSION_TOKEN_VALIDITY,
+)
 
 PYTHON_ENV = "ASYNCSESSION_EMULATOR_PYTHON"
 
@@ -60,7 +66,18 @@ class LocalSnowflake:
         port: int = 0,
         python: str | None = None,
         startup_timeout: float = 60.0,
+        session_token_validity: float = SESSION_TOKEN_VALIDITY,
+        master_token_validity: float = MASTER_TOKEN_VALIDITY,
     ) -> None:
+        """``session_token_validity`` / ``master_token_validity``: token lifetimes in seconds
+        (Snowflake's 1 h and 4 h by default). A session token older than its validity is
+        refused with 390112 (the connector renews it); a session idle for longer than the
+        master validity is dead (390114). Small values let a test make a session die of
+        idleness in seconds; ``set_token_validity()`` changes them while running."""
+        _check_validity("session_token_validity", session_token_validity)
+        _check_validity("master_token_validity", master_token_validity)
+        self.session_token_validity = session_token_validity
+        self.master_token_validity = master_token_validity
         self.latency_ms = latency_ms
         self.user = user
         self.password = password
@@ -102,6 +119,10 @@ class LocalSnowflake:
             self.password,
             "--latency-ms",
             str(self.latency_ms),
+            "--session-token-validity",
+            str(self.session_token_validity),
+            "--master-token-validity",
+            str(self.master_token_validity),
             "--watch-stdin",
         ]
         env = {**os.environ, ADMIN_TOKEN_ENV: self._admin_token}
@@ -265,6 +286,9 @@ class LocalSnowflake:
         raise KeyError(query_id)
 
     def sessions(self) -> list[dict[str, Any]]:
+        """The live sessions: ``session_id``, ``user``, ``parameters``, ``transaction_id``
+        (the open transaction, or None), ``idle`` and ``token_age`` (seconds),
+        ``master_expired``, ``heartbeats`` and ``renewals``."""
         result: list[dict[str, Any]] = self._admin("GET", "/_emulator/sessions")["sessions"]
         return result
 
@@ -288,6 +312,64 @@ class LocalSnowflake:
         expired: int = self._admin("POST", "/_emulator/expire-tokens", {})["expired"]
         return expired
 
+    def set_token_validity(
+        self, *, session: float | None = None, master: float | None = None
+    ) -> dict[str, float]:
+        """Change the session / master token validity (seconds) of the running server.
+
+        Applies at once to every session, existing ones included (a session token issued
+        more than ``session`` seconds ago is now expired). Returns both values in force.
+        """
+        if session is not None:
+            _check_validity("session", session)
+        if master is not None:
+            _check_validity("master", master)
+        result: dict[str, float] = self._admin(
+            "POST", "/_emulator/token-validity", {"session": session, "master": master}
+        )
+        if session is not None:
+            self.session_token_validity = session
+        if master is not None:
+            self.master_token_validity = master
+        return result
+
+    def delete_session(self, session_id: int) -> int:
+        """End a session on the server, as if an administrator killed it.
+
+        Its running queries are aborted, its open transaction rolled back, and every later
+        request with its tokens is refused with 390104 ("User must login again"), as
+        Snowflake answers for a session that no longer exists. Returns how many queries
+        were aborted; ``KeyError`` if the server has no such session.
+        """
+        try:
+            aborted: int = self._admin(
+                "POST", "/_emulator/delete-session", {"session_id": int(session_id)}
+            )["aborted"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise KeyError(session_id) from None
+            raise
+        return aborted
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Login and heartbeat counts since the server started.
+
+        ``{"logins": {USER: n}, "failed_logins": {USER: n}, "heartbeats": {USER: n},
+        "heartbeats_by_session": {"<session id>": n}}``; users are upper-cased. A login
+        answered by an injected fault (``fail_next``/``blackhole`` on the login route)
+        counts as failed. Sessions that ended are no longer in ``heartbeats_by_session``.
+        """
+        result: dict[str, dict[str, int]] = self._admin("GET", "/_emulator/counters")
+        return result
+
+    def session(self, session_id: int) -> dict[str, Any]:
+        """One live session as ``sessions()`` lists it (``transaction_id``, ``idle``,
+        ``token_age``, ``master_expired``, ``heartbeats``, ``renewals``, ...)."""
+        for s in self.sessions():
+            if s["session_id"] == session_id:
+                return s
+        raise KeyError(session_id)
+
     def wait_until(
         self,
         predicate: Callable[[LocalSnowflake], T],
@@ -303,6 +385,11 @@ class LocalSnowflake:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"condition not met within {timeout:g} s")
             time.sleep(interval)
+
+
+def _check_validity(name: str, seconds: float) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, not {seconds!r}")
 
 
 def _close_pipes(process: subprocess.Popen[bytes]) -> None:

@@ -41,7 +41,10 @@ async def query_request(emu: Emulator, request: Request) -> Response:
     request_id = request.query_params.get("requestId") or None
     query = emu.registry.find_by_request(session, request_id) if request_id else None
     if query is None or not request.query_params.get("retryCount"):
-        query = emu.registry.new_query(session, sql_text, request_id)
+        tag = _statement_parameters(body).get("QUERY_TAG")
+        query = emu.registry.new_query(
+            session, sql_text, request_id, None if tag is None else str(tag)
+        )
         emu.engine.results.retain(emu.registry.queries)  # chunks of trimmed queries go
         if query.running:
             emu.spawn(run(emu, query, body))
@@ -50,10 +53,15 @@ async def query_request(emu: Emulator, request: Request) -> Response:
     return await _result_of(request, query, SYNC_HOLD_SECONDS)
 
 
+def _statement_parameters(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's per-statement parameters (``_statement_params``): this query only."""
+    params = body.get("parameters")
+    return {str(k).upper(): v for k, v in params.items()} if isinstance(params, dict) else {}
+
+
 async def run(emu: Emulator, query: Query, body: dict[str, Any]) -> None:
     session = query.session
-    raw_params = body.get("parameters")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    params = _statement_parameters(body)
     timeout = float(params.get("STATEMENT_TIMEOUT_IN_SECONDS") or session.statement_timeout)
     timer = None
     if timeout > 0:

@@ -26,12 +26,23 @@ from starlette.types import ASGIApp
 from . import _admin, _queries, _sessions
 from ._context import Emulator
 from ._faults import FaultMiddleware
-from ._protocol import ADMIN_TOKEN_ENV, READY_PREFIX
+from ._protocol import (
+    ADMIN_TOKEN_ENV,
+    MASTER_TOKEN_VALIDITY,
+    READY_PREFIX,
+    SESSION_TOKEN_VALIDITY,
+)
 
 
 def build_app(emulator: Emulator) -> ASGIApp:
     routes = _sessions.routes(emulator) + _queries.routes(emulator) + _admin.routes(emulator)
-    return FaultMiddleware(Starlette(routes=routes), emulator.faults)
+    return FaultMiddleware(
+        Starlette(routes=routes),
+        emulator.faults,
+        on_fault=lambda path, headers, body: _sessions.count_faulted_login(
+            emulator, path, headers, body
+        ),
+    )
 
 
 def _exit_when_stdin_closes() -> None:
@@ -51,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", default="test")
     parser.add_argument("--password", default=None)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--session-token-validity", type=float, default=SESSION_TOKEN_VALIDITY)
+    parser.add_argument("--master-token-validity", type=float, default=MASTER_TOKEN_VALIDITY)
     parser.add_argument("--watch-stdin", action="store_true")
     args = parser.parse_args(argv)
     admin_token = os.environ.get(ADMIN_TOKEN_ENV, "")
@@ -64,7 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     sock.listen(2048)
     sock.set_inheritable(True)
 
-    emulator = Emulator(user=args.user, password=args.password, admin_token=admin_token)
+    emulator = Emulator(
+        user=args.user,
+        password=args.password,
+        admin_token=admin_token,
+        session_token_validity=args.session_token_validity,
+        master_token_validity=args.master_token_validity,
+    )
     emulator.faults.latency = args.latency_ms / 1000
     config = uvicorn.Config(
         build_app(emulator),

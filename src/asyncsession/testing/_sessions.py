@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import _transactions
 from ._context import Emulator
 from ._http import BadRequest, bind, read_body, respond
 from ._protocol import (
     BAD_CREDENTIALS,
-    MASTER_TOKEN_VALIDITY,
     NO_TOKEN,
-    NOT_LOGGED_IN,
-    SESSION_EXPIRED,
-    SESSION_TOKEN_VALIDITY,
     error,
     reply,
 )
-from ._state import Session
+from ._state import Refused, Session
 
 _TOKEN_PREFIX = 'Snowflake Token="'
+LOGIN_ROUTE = "/session/v1/login-request"
 
 
 def session_of(emu: Emulator, request: Request, *, master: bool = False) -> Session:
@@ -30,14 +31,10 @@ def session_of(emu: Emulator, request: Request, *, master: bool = False) -> Sess
     auth = request.headers.get("Authorization", "")
     if not auth.startswith(_TOKEN_PREFIX) or not auth.endswith('"'):
         raise BadRequest("Session token not found in the request data.", 401, NO_TOKEN)
-    token = auth[len(_TOKEN_PREFIX) : -1]
-    registry = emu.registry
-    session = (registry.by_master_token if master else registry.by_token).get(token)
-    if session is None:
-        if token in registry.expired_tokens:
-            raise BadRequest("Session token expired.", 200, SESSION_EXPIRED)
-        raise BadRequest("User must login again to access the service.", 200, NOT_LOGGED_IN)
-    return session
+    try:
+        return emu.registry.authenticate(auth[len(_TOKEN_PREFIX) : -1], master=master)
+    except Refused as e:
+        raise BadRequest(str(e), 200, e.code) from None
 
 
 async def login(emu: Emulator, request: Request) -> Response:
@@ -52,6 +49,7 @@ async def login(emu: Emulator, request: Request) -> Response:
         and authenticator == "SNOWFLAKE"
         and (data.get("PASSWORD") != emu.password or user.upper() != emu.user.upper())
     ):
+        emu.registry.failed_logins[user.upper()] += 1
         return respond(error(BAD_CREDENTIALS, "Incorrect username or password was specified."))
     q = request.query_params
     session = emu.registry.new_session(
@@ -71,7 +69,9 @@ async def login(emu: Emulator, request: Request) -> Response:
             )
     except BaseException:
         emu.registry.delete_session(session)
+        emu.registry.failed_logins[user.upper()] += 1
         raise
+    emu.registry.logins[user.upper()] += 1
     session.database, session.schema = session.engine.database, session.engine.schema
     params = data.get("SESSION_PARAMETERS") or {}
     if isinstance(params, dict):
@@ -84,8 +84,8 @@ async def login(emu: Emulator, request: Request) -> Response:
                 "token": session.token,
                 "masterToken": session.master_token,
                 "sessionId": session.session_id,
-                "validityInSeconds": int(SESSION_TOKEN_VALIDITY),
-                "masterValidityInSeconds": int(MASTER_TOKEN_VALIDITY),
+                "validityInSeconds": _seconds(emu.registry.session_token_validity),
+                "masterValidityInSeconds": _seconds(emu.registry.master_token_validity),
                 "idToken": None,
                 "mfaToken": None,
                 "serverVersion": "9.99.0",
@@ -114,32 +114,57 @@ async def logout(emu: Emulator, request: Request) -> Response:
     session = session_of(emu, request)
     if request.query_params.get("delete", "").lower() == "true":
         emu.registry.delete_session(session)
-        # Queries keep running after logout, as on Snowflake: the client must abort them.
+        # Queries keep running after logout, as on Snowflake (the client must abort them);
+        # an open transaction is rolled back (after a statement running in it ends).
+        await _transactions.roll_back(emu, session)
         emu.release_engine_if_idle(session)
     return respond(reply())
 
 
+async def delete_session(emu: Emulator, session: Session) -> int:
+    """End ``session`` on the server side: abort its queries, roll back its transaction.
+
+    Its tokens then answer 390104 ("User must login again"), Snowflake's answer for a
+    session that no longer exists. Returns how many queries were aborted.
+    """
+    emu.registry.delete_session(session)
+    aborted = sum(q.abort() for q in emu.registry.running(session.session_id))
+    await _transactions.roll_back(emu, session)
+    emu.release_engine_if_idle(session)
+    return aborted
+
+
 async def heartbeat(emu: Emulator, request: Request) -> Response:
-    session_of(emu, request)
+    session = session_of(emu, request)
+    session.heartbeats += 1
+    emu.registry.heartbeats[session.user.upper()] += 1
     return respond(reply())
 
 
 async def token_request(emu: Emulator, request: Request) -> Response:
     session = session_of(emu, request, master=True)
-    body = await read_body(request)
-    old = body.get("oldSessionToken")
-    emu.registry.renew_token(session, str(old) if old else None)
+    await read_body(request)  # {oldSessionToken, requestType: RENEW}
+    emu.registry.renew_token(session)
+    session_validity = _seconds(emu.registry.session_token_validity)
+    master_validity = _seconds(emu.registry.master_token_validity)
     return respond(
         reply(
             {
                 "sessionToken": session.token,
-                "validityInSecondsST": int(SESSION_TOKEN_VALIDITY),
+                "validityInSecondsST": session_validity,
                 "masterToken": session.master_token,
-                "validityInSecondsMT": int(MASTER_TOKEN_VALIDITY),
+                "validityInSecondsMT": master_validity,
+                # 4.x reads this one (and would keep None without it).
+                "masterValidityInSeconds": master_validity,
                 "sessionId": session.session_id,
             }
         )
     )
+
+
+def _seconds(validity: float) -> int:
+    """A validity as the login reply states it: whole seconds, at least one."""
+    return max(1, round(validity))
 
 
 async def telemetry(emu: Emulator, request: Request) -> Response:
@@ -147,9 +172,24 @@ async def telemetry(emu: Emulator, request: Request) -> Response:
     return respond(reply())
 
 
+def count_faulted_login(emu: Emulator, path: str, headers: Headers, body: bytes) -> None:
+    """A login answered by an injected fault failed too: count it for its user."""
+    if path != LOGIN_ROUTE:
+        return
+    user = emu.user
+    try:
+        if headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        data = json.loads(body)["data"]
+        user = str(data.get("LOGIN_NAME") or user)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    emu.registry.failed_logins[user.upper()] += 1
+
+
 def routes(emu: Emulator) -> list[Route]:
     return [
-        Route("/session/v1/login-request", bind(emu, login), methods=["POST"]),
+        Route(LOGIN_ROUTE, bind(emu, login), methods=["POST"]),
         Route("/session", bind(emu, logout), methods=["POST"]),
         Route("/session/heartbeat", bind(emu, heartbeat), methods=["POST"]),
         Route("/session/token-request", bind(emu, token_request), methods=["POST"]),

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from ._protocol import (
+    MASTER_EXPIRED,
+    MASTER_TOKEN_VALIDITY,
+    NOT_LOGGED_IN,
+    SESSION_EXPIRED,
+    SESSION_TOKEN_VALIDITY,
+)
 
 # Statuses as the monitoring endpoint reports them.
 RUNNING = "RUNNING"
@@ -105,7 +114,21 @@ class Query:
             "start_time": self.start_time,
             "end_time": self.end_time,
             "error_code": None if self.error is None else f"{self.error.code:06d}",
+            # A worker thread is still executing it in DuckDB (an abort interrupts it).
+            "executing": self.interrupt is not None,
         }
+
+
+@dataclass
+class Transaction:
+    """A session's open transaction (BEGIN .. COMMIT/ROLLBACK)."""
+
+    transaction_id: int
+    name: str | None
+    start_time: float = field(default_factory=time.time)
+    # Held by whichever statement uses the session's pinned SQL connection: the
+    # transaction's statements run one at a time, in arrival order.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -121,6 +144,14 @@ class Session:
     parameters: dict[str, Any] = field(default_factory=dict)
     last_query_ids: list[str] = field(default_factory=list)
     engine: Any = None  # the SQL engine's per-session state (a connection pool)
+    transaction: Transaction | None = None
+    # Token clock (time.monotonic): when the session token was issued, when the session
+    # last made an authenticated request; a master token expired once stays expired.
+    token_issued: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)
+    master_expired: bool = False
+    heartbeats: int = 0
+    renewals: int = 0
 
     @property
     def query_tag(self) -> str:
@@ -130,23 +161,56 @@ class Session:
     def statement_timeout(self) -> float:
         return float(self.parameters.get("STATEMENT_TIMEOUT_IN_SECONDS", 0) or 0)
 
+    def describe(self) -> dict[str, Any]:
+        now = time.monotonic()
+        txn = self.transaction
+        return {
+            "session_id": self.session_id,
+            "user": self.user,
+            "parameters": self.parameters,
+            "transaction_id": None if txn is None else txn.transaction_id,
+            "token_age": now - self.token_issued,
+            "idle": now - self.last_active,
+            "master_expired": self.master_expired,
+            "heartbeats": self.heartbeats,
+            "renewals": self.renewals,
+        }
+
+
+class Refused(Exception):
+    """A token the server does not accept, with Snowflake's code for why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class Registry:
     """Every session and query the server knows, indexed the ways the routes look them up."""
 
     HISTORY_LIMIT = 10_000
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        session_token_validity: float = SESSION_TOKEN_VALIDITY,
+        master_token_validity: float = MASTER_TOKEN_VALIDITY,
+    ) -> None:
         self._session_ids = itertools.count(1_000_001)
+        self._transaction_ids = itertools.count(int(time.time() * 1000) * 1000)
         self.sessions: dict[int, Session] = {}
         self.by_token: dict[str, Session] = {}
         self.by_master_token: dict[str, Session] = {}
-        # Session tokens expired on purpose (``expire_tokens``): answered 390112, not 390104.
-        self.expired_tokens: set[str] = set()
         self.queries: OrderedDict[str, Query] = OrderedDict()
         self.by_request_id: dict[tuple[int, str], Query] = {}
         # Aborts that arrived before their query did (the client gave up early).
         self.pre_aborted: dict[tuple[int, str], float] = {}
+        self.session_token_validity = session_token_validity
+        self.master_token_validity = master_token_validity
+        # Per user (upper-cased login name), for tests of pools and keep-alive.
+        self.logins: Counter[str] = Counter()
+        self.failed_logins: Counter[str] = Counter()
+        self.heartbeats: Counter[str] = Counter()
 
     # sessions
     def new_session(self, user: str, **where: str | None) -> Session:
@@ -162,33 +226,69 @@ class Registry:
         self.by_master_token[session.master_token] = session
         return session
 
-    def renew_token(self, session: Session, old_token: str | None = None) -> None:
-        if old_token:
-            self.expired_tokens.discard(old_token)
+    def authenticate(self, token: str, *, master: bool = False) -> Session:
+        """The session ``token`` (or master token) belongs to, if it is accepted now.
+
+        As Snowflake: a session token older than its validity is refused with 390112 (the
+        client renews it with the master token); a session idle for longer than the
+        master token's validity is dead, 390114, for every request from then on; an
+        unknown token (logged out, deleted, replaced by a renewal) is 390104. Every
+        accepted request, heartbeats included, counts as activity.
+        """
+        session = (self.by_master_token if master else self.by_token).get(token)
+        if session is None:
+            raise Refused(NOT_LOGGED_IN, "User must login again to access the service.")
+        now = time.monotonic()
+        if not session.master_expired:
+            # A stale session token is answered 390112 first, even when the session has
+            # been idle past the master validity: the renewal is what learns it died.
+            if not master and now - session.token_issued > self.session_token_validity:
+                raise Refused(SESSION_EXPIRED, "Session token expired.")
+            session.master_expired = now - session.last_active > self.master_token_validity
+        if session.master_expired:
+            raise Refused(
+                MASTER_EXPIRED, "Master token can never be renewed - authentication required."
+            )
+        session.last_active = now
+        return session
+
+    def renew_token(self, session: Session) -> None:
+        """A new session token (the old one stops working at once)."""
         self.by_token.pop(session.token, None)
         session.token = secrets.token_urlsafe(24)
+        session.token_issued = time.monotonic()
+        session.renewals += 1
         self.by_token[session.token] = session
 
     def expire_tokens(self) -> int:
-        """Invalidate every session token (master tokens stay valid, so clients renew)."""
-        count = len(self.by_token)
-        self.expired_tokens.update(self.by_token)
-        self.by_token.clear()
-        return count
+        """Expire every session token now (master tokens stay valid, so clients renew)."""
+        for session in self.sessions.values():
+            session.token_issued = -math.inf
+        return len(self.sessions)
 
     def delete_session(self, session: Session) -> None:
         self.sessions.pop(session.session_id, None)
         self.by_token.pop(session.token, None)
         self.by_master_token.pop(session.master_token, None)
 
+    def new_transaction(self, name: str | None) -> Transaction:
+        return Transaction(transaction_id=next(self._transaction_ids), name=name)
+
     # queries
-    def new_query(self, session: Session, sql_text: str, request_id: str | None) -> Query:
+    def new_query(
+        self,
+        session: Session,
+        sql_text: str,
+        request_id: str | None,
+        query_tag: str | None = None,
+    ) -> Query:
+        """A new running query; ``query_tag`` is a per-statement tag (else the session's)."""
         query = Query(
             query_id=str(uuid.uuid4()),
             request_id=request_id,
             session=session,
             sql_text=sql_text,
-            query_tag=session.query_tag,
+            query_tag=session.query_tag if query_tag is None else query_tag,
         )
         self.queries[query.query_id] = query
         if request_id:

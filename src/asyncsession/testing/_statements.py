@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _history
+from . import _history, _transactions
 from ._context import Emulator
 from ._engine import QueryFailed, wait_seconds
 from ._literals import alias, parse_literal
@@ -32,6 +32,7 @@ INT_PARAMETERS = frozenset({"STATEMENT_TIMEOUT_IN_SECONDS", "LOCK_TIMEOUT"})
 SELECT_TYPE = 0x1000
 ALTER_SESSION_TYPE = 0x4000
 USE_TYPE = 0x4300
+TRANSACTION_TYPE = 0x5000  # TCL, as fakesnow answers BEGIN/COMMIT/ROLLBACK
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,11 @@ async def execute(emu: Emulator, query: Query, bindings: Any) -> dict[str, Any]:
         if m := entry.pattern.match(query.sql_text):
             return await entry.handler(emu, query, m)
     sql_text, tables = _history.rewrite(emu.registry, query.session, query.sql_text)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        emu.executor, emu.engine.execute, query.session, query, sql_text, bindings, tables
-    )
+
+    def run(pinned: bool) -> dict[str, Any]:
+        return emu.engine.execute(query.session, query, sql_text, bindings, tables, pinned)
+
+    return await _transactions.on_session_connection(emu, query, query.session, run)
 
 
 def _not_found(what: str) -> QueryFailed:
@@ -167,3 +169,21 @@ async def use_warehouse_or_role(emu: Emulator, query: Query, m: re.Match[str]) -
     name = m[2].strip('"') if m[2].startswith('"') else m[2].upper()
     setattr(query.session, m[1].lower(), name)
     return json_result("status", [STATUS_OK], USE_TYPE)
+
+
+@statement(r"^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)(?:\s+name\s+(\w+))?")
+async def begin(emu: Emulator, query: Query, m: re.Match[str]) -> dict[str, Any]:
+    await _transactions.begin(emu, query, m[1])
+    return json_result("status", [STATUS_OK], TRANSACTION_TYPE)
+
+
+@statement(r"^\s*(commit|rollback)(?:\s+work)?")
+async def commit_or_rollback(emu: Emulator, query: Query, m: re.Match[str]) -> dict[str, Any]:
+    await _transactions.end(emu, query, query.session, commit=m[1].lower() == "commit")
+    return json_result("status", [STATUS_OK], TRANSACTION_TYPE)
+
+
+@statement(r"^\s*select\s+current_transaction\s*\(\s*\)")
+async def current_transaction(emu: Emulator, query: Query, m: re.Match[str]) -> dict[str, Any]:
+    txn = query.session.transaction
+    return json_result("CURRENT_TRANSACTION()", [None if txn is None else txn.transaction_id])

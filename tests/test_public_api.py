@@ -1,0 +1,60 @@
+"""The public names: ``asyncsession.__all__`` is complete, importable, documented, and
+each name shows as ``asyncsession.X`` (not its private module) in tracebacks and reprs."""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from pathlib import Path
+
+import pytest
+
+import asyncsession
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLIC = [name for name in asyncsession.__all__ if not name.startswith("__")]
+
+
+def test_all_lists_every_public_name() -> None:
+    defined = {
+        name
+        for name, value in vars(asyncsession).items()
+        if not name.startswith("_") and not isinstance(value, type(asyncsession))
+    }
+    assert defined == set(PUBLIC)
+    assert len(set(asyncsession.__all__)) == len(asyncsession.__all__)
+
+
+@pytest.mark.parametrize("name", asyncsession.__all__)
+def test_importable(name: str) -> None:
+    exec(f"from asyncsession import {name}", {})
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_documented(name: str) -> None:
+    obj = getattr(asyncsession, name)
+    assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"`{name}`" in readme, f"README.md does not mention `{name}`"
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_shown_as_asyncsession_name(name: str) -> None:
+    assert getattr(asyncsession, name).__module__ == "asyncsession"
+
+
+def test_traceback_names_the_public_module() -> None:
+    try:
+        raise asyncsession.ConfigurationError("bad option")
+    except asyncsession.ConfigurationError as e:
+        text = "".join(traceback.format_exception_only(type(e), e))
+    # (connector 5.x puts its errno placeholder before the message)
+    assert text.startswith("asyncsession.ConfigurationError: ")
+    assert "bad option" in text
+
+
+def test_exceptions_pickle_through_the_public_module() -> None:
+    error = asyncsession.ConfigurationError("bad option")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is asyncsession.ConfigurationError
+    assert str(again) == str(error)
