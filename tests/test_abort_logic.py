@@ -2,7 +2,7 @@
 
 The fake stands in for the connector only to drive OUR logic (which request goes out,
 when, how often, what is waited for and what is logged); that aborts really stop queries
-is shown through the real connector against the emulator (test_registry.py,
+is shown through the real connector against the emulator (test_cancellation.py,
 test_executor.py, reliability/).
 """
 
