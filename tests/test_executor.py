@@ -112,7 +112,7 @@ async def test_many_running_on_both_paths_leave_nothing_running(
         except QueryCancelledError as e:
             errors.append(e)
 
-    n = 40  # 8 one-round-trip, the rest submitted
+    n = 40  # 4 one-round-trip, the rest submitted
     async with anyio.create_task_group() as tg:
         for _ in range(n):
             tg.start_soon(one)

@@ -34,10 +34,10 @@ T = TypeVar("T")
 
 #: Queries in flight per session that take the one-round-trip path (threads held while
 #: they run); more are submitted with ``asyncExec``.
-DEFAULT_SYNC_SLOTS = 8
+DEFAULT_SYNC_SLOTS = 4
 #: Worker threads per session for submissions, status requests, result fetches and
 #: stream batches.
-DEFAULT_IO_THREADS = 8
+DEFAULT_IO_THREADS = 12
 #: Threads for control calls (aborts, logout): never queued behind running queries.
 CONTROL_THREADS = 32
 
