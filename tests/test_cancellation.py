@@ -203,6 +203,7 @@ async def test_aclose_waits_for_an_abort_already_in_flight_before_logging_out(
     finally:
         sf.clear_faults()
     assert sf.query(job.query_id)["status"] == "ABORTED"
+    assert sf.query(job.query_id)["abort_requests"] == 1  # aclose() posted none of its own
     assert session_id not in [s["session_id"] for s in sf.sessions()]
 
 
@@ -277,3 +278,58 @@ async def test_aclose_is_bounded_when_aborts_are_blackholed(
     emulator.clear_faults()
     assert running.call is not None
     await until(lambda: running.call is not None and running.call.is_finished, deadline=40)
+
+
+@pytest.mark.parametrize("kind", ["collect", "job"])
+async def test_one_abort_request_per_query_however_many_aborters(
+    local_snowflake: LocalSnowflake, kind: str
+) -> None:
+    """Guarantee: an abort already in flight is not posted twice. A query's own cancelled
+    await (or ``job.cancel()``), ``cancel_all()`` and ``aclose()`` all at once: the server
+    receives exactly one abort request per query, and each statement really stops."""
+    sf = local_snowflake
+    session = await session_for(sf, cancel_timeout=10)
+    session_id = session.session_id
+    errors: list[BaseException] = []
+    jobs: list[Any] = []
+
+    async def cancel_job(job: Any) -> None:
+        try:
+            await job.cancel()
+        except SessionClosedError:
+            pass  # aclose() came first (trio may run it first): it aborts the job instead
+
+    try:
+        async with anyio.create_task_group() as tg:
+            own = anyio.CancelScope()
+            if kind == "collect":
+                for _ in range(2):
+                    tg.start_soon(collect_recording, session, errors)
+
+                async def cancelled_by_its_task() -> None:
+                    with own:
+                        await session.sql(LONG).collect()
+
+                tg.start_soon(cancelled_by_its_task)
+                await wait_running(sf, session, 3)
+            else:
+                jobs = [await session.sql(LONG).collect_nowait() for _ in range(3)]
+            # Every abort takes a while to arrive, so the aborters all overlap.
+            sf.set_latency(300)
+            own.cancel()
+            for job in jobs:
+                tg.start_soon(cancel_job, job)
+            tg.start_soon(session.cancel_all)
+            tg.start_soon(session.aclose)
+    finally:
+        sf.clear_faults()
+        await session.aclose()
+    mine = [q for q in sf.queries() if q["session_id"] == session_id and q["sql_text"] == LONG]
+    assert len(mine) == 3
+    assert [q["abort_requests"] for q in mine] == [1, 1, 1], mine
+    assert all(q["status"] == "ABORTED" for q in mine), mine
+    await until(lambda: all(sf.worker_stopped(q["query_id"]) for q in mine))
+    if kind == "collect":
+        assert len(errors) == 2
+        by_request = sf.abort_requests()["by_request_id"]
+        assert [by_request.get(q["request_id"]) for q in mine] == [1, 1, 1], by_request

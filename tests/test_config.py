@@ -681,7 +681,8 @@ def test_silence_by_option_does_not_use_up_the_warning(home: Path, sfdir: Path) 
 @pytest.mark.parametrize("value", ["true", "TRUE", " True "])
 def test_silence_by_env(home: Path, sfdir: Path, var: str, value: str) -> None:
     write(sfdir / "connections.toml", DEV, mode=0o644)
-    run({"connection_name": "dev"}, home, {var: value})
+    # No InsecureConfigFileWarning (filterwarnings = error would fail the test), and read.
+    assert run({"connection_name": "dev"}, home, {var: value}).connect_kwargs["user"] == "u_dev"
 
 
 @posix_only
@@ -721,7 +722,8 @@ def test_no_permission_checks_off_posix(
 @posix_only
 def test_owner_only_file_is_silent(home: Path, sfdir: Path) -> None:
     write(sfdir / "connections.toml", DEV, mode=0o400)
-    run({"connection_name": "dev"}, home)
+    # No warning (filterwarnings = error would fail the test), and the profile is read.
+    assert run({"connection_name": "dev"}, home).connect_kwargs["account"] == "acc_dev"
 
 
 # --- value types ----------------------------------------------------------------------

@@ -34,7 +34,6 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import both_backends, running_in_session, until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
-HAS_UVICORN = importlib.util.find_spec("uvicorn") is not None
 
 
 def load_example() -> Any:
@@ -355,7 +354,10 @@ async def test_queries_run_while_the_default_thread_pool_is_exhausted(
 
 @contextmanager
 def uvicorn_server(app: FastAPI) -> Iterator[int]:
-    """uvicorn in a thread on a free port of 127.0.0.1; stopped (lifespan shutdown) on exit."""
+    """uvicorn in a thread on a free port of 127.0.0.1; stopped (lifespan shutdown) on exit.
+
+    uvicorn is a dev dependency: without it this test fails (ImportError), never skips.
+    """
     import uvicorn
 
     sock = socket.socket()
@@ -378,7 +380,6 @@ def uvicorn_server(app: FastAPI) -> Iterator[int]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
-@pytest.mark.skipif(not HAS_UVICORN, reason="uvicorn is not installed in this environment")
 def test_real_client_hanging_up_aborts_the_query(local_snowflake: LocalSnowflake) -> None:
     app = example_app(local_snowflake)
     with uvicorn_server(app) as port:
@@ -404,3 +405,89 @@ def test_real_client_hanging_up_aborts_the_query(local_snowflake: LocalSnowflake
     # Shutdown ran the lifespan: the session is closed and logged out.
     assert session.is_closed
     assert session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+
+
+# ---- options and paths no other test takes ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_lifespan_state_key_keeps_a_second_session_apart(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    @asynccontextmanager
+    async def second(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with snowflake_lifespan(builder_for(local_snowflake), state_key="reports")(
+            app
+        ) as state:
+            yield state
+
+    app = FastAPI(lifespan=snowflake_lifespan(builder_for(local_snowflake), lifespan=second))
+    async with app.router.lifespan_context(app) as state:
+        default, reports = app.state.snowflake, app.state.reports
+        assert state == {"snowflake": default, "reports": reports}
+        assert isinstance(reports, AsyncSession)
+        assert reports is not default
+        on_server = {s["session_id"] for s in local_snowflake.sessions()}
+        assert {default.session_id, reports.session_id} <= on_server
+    assert not hasattr(app.state, "reports")
+    assert reports.is_closed
+    assert reports.session_id not in {s["session_id"] for s in local_snowflake.sessions()}
+
+
+@pytest.mark.anyio
+async def test_lifespan_none_uses_the_default_connection_of_connections_toml(
+    local_snowflake: LocalSnowflake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / ".snowflake"
+    home.mkdir()
+    toml = home / "connections.toml"
+    toml.write_text(local_snowflake.connections_toml("default"))
+    toml.chmod(0o600)
+    monkeypatch.setenv("SNOWFLAKE_HOME", str(home))
+    monkeypatch.delenv("SNOWFLAKE_DEFAULT_CONNECTION_NAME", raising=False)
+    app = FastAPI(lifespan=snowflake_lifespan(None))
+    async with app.router.lifespan_context(app):
+        session = app_session(app)
+        assert session.session_id in [s["session_id"] for s in local_snowflake.sessions()]
+        assert await session.get_current_database() == local_snowflake.database
+    assert session.is_closed
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_a_post_body_passes_through_the_middleware(local_snowflake: LocalSnowflake) -> None:
+    app = small_app(local_snowflake)
+
+    @app.post("/echo")
+    async def echo(session: SnowflakeSession, payload: dict[str, Any]) -> Any:
+        rows = await session.sql("select ? as v", [payload["value"]]).collect()
+        return {"value": rows[0].V, "size": len(payload["padding"])}
+
+    padding = "x" * 200_000  # several receive() messages' worth through uvicorn-like servers
+    async with serve_in_process(app) as client:
+        response = await client.post("/echo", json={"value": "it's data", "padding": padding})
+    assert response.status_code == 200
+    assert response.json() == {"value": "it's data", "size": len(padding)}
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_a_disconnect_during_a_streamed_response_ends_its_query(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """The client goes away after the first lines of a large NDJSON stream: the stream
+    stops, its cursor and worker are released, and nothing of the session runs on."""
+    app = example_app(local_snowflake)
+    receive, send, (gone, sent) = asgi_client()
+    scope = http_scope("/numbers.ndjson", "n=2000000")
+    async with app.router.lifespan_context(app):
+        session = app_session(app)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, scope, receive, send)
+            await until(lambda: sum(m["type"] == "http.response.body" for m in sent) >= 3, 30)
+            gone.set()
+        bodies = [m for m in sent if m["type"] == "http.response.body"]
+        assert sent[0]["type"] == "http.response.start"
+        assert bodies[-1].get("more_body", False)  # cut off: the last line never came
+        assert session.running_queries == ()
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []

@@ -149,12 +149,17 @@ async def test_running_queries_from_submission_until_end(
         (running,) = session.running_queries
         assert running.sql_text.startswith("select system$wait")
     assert session.running_queries == ()
-    assert running.query_id is not None  # learnt from the response
+    # Learnt from the response: the id the server gave that very query.
+    sql = "select system$wait(400, 'MILLISECONDS')"
+    assert running.query_id == server_query(local_snowflake, session, sql)["query_id"]
 
 
-async def test_jobs(session: AsyncSession) -> None:
+async def test_jobs(session: AsyncSession, local_snowflake: LocalSnowflake) -> None:
     job = await session.sql("select system$wait(200, 'MILLISECONDS') as w").collect_nowait()
     assert job.query_id in [q.query_id for q in session.running_queries]
+    on_server = local_snowflake.query(job.query_id)
+    assert on_server["session_id"] == session.session_id
+    assert on_server["sql_text"] == "select system$wait(200, 'MILLISECONDS') as w"
     assert await job.status() in ("RUNNING", "SUCCESS")
     assert await job.result() == [Row(W="waited 200 milliseconds")]
     assert await job.is_done()
@@ -205,6 +210,42 @@ async def test_event_loop_is_not_blocked(session: AsyncSession) -> None:
     assert ticks >= 10  # it ticked all along (a blocked loop would tick ~once)
 
 
+def server_overlap(queries: list[dict[str, Any]]) -> int:
+    """The most of ``queries`` the server ran at one moment (from its start and end times)."""
+    events = sorted(
+        [(q["start_time"], 1) for q in queries] + [(q["end_time"], -1) for q in queries]
+    )  # at equal times an end (-1) sorts before a start: touching is not overlapping
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def session_queries(sf: LocalSnowflake, session: AsyncSession, text: str) -> list[dict[str, Any]]:
+    return [
+        q for q in sf.queries() if q["session_id"] == session.session_id and q["sql_text"] == text
+    ]
+
+
+async def test_max_concurrent_queries_bounds_the_server_side_overlap(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """Guarantee: a session never runs more than ``max_concurrent_queries`` queries at once
+    on the server, and does run that many when asked for more (a limit that were silently
+    raised, or not used, would show in the server's own start and end times)."""
+    params = {**local_snowflake.connection_parameters, "max_concurrent_queries": 3}
+    sql = "select system$wait(400, 'MILLISECONDS')"
+    async with Session.builder.configs(params).create() as session:
+        assert session.max_concurrent_queries == 3
+        results = await session.collect_many([sql] * 8)
+        assert len(results) == 8
+        waits = session_queries(local_snowflake, session, sql)
+        assert len(waits) == 8
+        assert all(q["status"] == "SUCCESS" for q in waits)
+        assert server_overlap(waits) == 3
+
+
 async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowflake) -> None:
     params = {**local_snowflake.connection_parameters, "max_concurrent_queries": 60}
     async with Session.builder.configs(params).create() as session:
@@ -231,3 +272,95 @@ async def test_own_limiter_leaves_anyio_default_free(local_snowflake: LocalSnowf
         assert 1 <= peak_running <= 60
         # Beyond the first few, queries are submitted and polled: few threads (loosely).
         assert peak_threads <= 40
+        sql = "select system$wait(300, 'MILLISECONDS')"
+        # (Reaching the limit is checked with a small one above.)
+        assert server_overlap(session_queries(local_snowflake, session, sql)) <= 60
+
+
+# ---- API no other test calls ---------------------------------------------------------------
+
+
+def server_query(sf: LocalSnowflake, session: AsyncSession, text: str) -> dict[str, Any]:
+    """The one query of ``session`` with ``text``, as the server recorded it."""
+    (query,) = session_queries(sf, session, text)
+    return query
+
+
+async def test_current_role_account_user_and_use_role_and_database(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    assert await session.get_current_role() == "TEST_ROLE"
+    assert await session.get_current_account() == "LOCAL"
+    assert await session.get_current_user() == "TEST"
+    await session.use_role("OTHER_ROLE")
+    assert await session.get_current_role() == "OTHER_ROLE"
+    name = f"DB_{uuid.uuid4().hex[:8].upper()}"
+    await session.sql(f"create database {name}").collect()
+    await session.use_database(name)
+    assert await session.get_current_database() == name
+    # Each ran in this very session on the server.
+    for text in ("use role OTHER_ROLE", f"use database {name}"):
+        assert server_query(local_snowflake, session, text)["status"] == "SUCCESS"
+
+
+async def test_set_query_tag_none_unsets_it_on_the_server(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    tag = f"tag-{uuid.uuid4().hex[:6]}"
+    await session.set_query_tag(tag)
+    await session.sql("select 'tagged'").collect()
+    await session.set_query_tag(None)
+    assert session.query_tag is None
+    await session.sql("select 'untagged'").collect()
+    assert server_query(local_snowflake, session, "select 'tagged'")["query_tag"] == tag
+    assert server_query(local_snowflake, session, "select 'untagged'")["query_tag"] == ""
+    (mine,) = [s for s in local_snowflake.sessions() if s["session_id"] == session.session_id]
+    assert "QUERY_TAG" not in mine["parameters"]
+
+
+async def test_first_with_a_negative_n_is_a_value_error(session: AsyncSession) -> None:
+    with pytest.raises(ValueError, match="non-negative int"):
+        await session.sql("select 1").first(-1)
+    with pytest.raises(ValueError, match="non-negative int"):
+        await session.sql("select 1").first(1.5)  # type: ignore[call-overload]
+    assert await session.sql("select 1").first(0) == []
+
+
+async def test_job_session_and_query_id_match_the_server(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    job = await session.sql("select 'job'").collect_nowait()
+    assert job.session is session
+    assert await job.result() == [Row(**{"'JOB'": "job"})]
+    described = local_snowflake.query(job.query_id)
+    assert described["session_id"] == session.session_id
+    assert described["sql_text"] == "select 'job'"
+
+
+async def test_create_async_job_errors_and_a_query_of_another_session(
+    session: AsyncSession, local_snowflake: LocalSnowflake
+) -> None:
+    for bad in ("", "   ", None, 42):
+        with pytest.raises(ValueError, match="non-empty str"):
+            await session.create_async_job(bad)  # type: ignore[arg-type]
+    async with Session.builder.configs(local_snowflake.connection_parameters).create() as other:
+        submitted = await other.sql("select 'from the other session' as s").collect_nowait()
+        job = await session.create_async_job(submitted.query_id)
+        assert job.session is session
+        assert await job.result() == [Row(S="from the other session")]
+        assert local_snowflake.query(job.query_id)["session_id"] == other.session_id
+    # Not a query id at all: refused at once (the server would say NO_DATA forever).
+    for bad in ("not-a-query-id", "01b2c3d4-0000", "'); drop table t; --"):
+        with pytest.raises(ValueError, match="Snowflake query id"):
+            await session.create_async_job(bad)
+    assert session.running_queries == ()
+
+
+async def test_no_result_of_a_failed_job_raises_its_error(session: AsyncSession) -> None:
+    from snowflake.connector.errors import ProgrammingError
+
+    job = await session.sql("select * from no_such_table_for_no_result").collect_nowait()
+    with pytest.raises(ProgrammingError) as info:
+        await job.result("no_result")
+    assert info.value.errno == 2003
+    assert session.running_queries == ()

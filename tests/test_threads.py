@@ -111,7 +111,7 @@ async def test_idle_workers_retire(quick_retire: None) -> None:
         await until(lambda: worker_threads() >= 10)
         gate.set()
     # Those that ran a call now wait 0.2 s for the next (others up to 10 s: not waited for).
-    await until(lambda: worker_threads() <= before, 5)
+    assert await until(lambda: worker_threads() <= before, 5)
 
 
 def test_an_abandoned_call_outliving_its_event_loop_does_not_hang_its_thread(

@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
+#: Snowflake query ids are UUID-shaped (01b2c3d4-0000-1234-0000-000123456789).
+_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
 class _BuilderProperty:
@@ -147,7 +149,10 @@ class AsyncSession:
         self._runner.check_open("create an async job")
         if not isinstance(query_id, str) or not query_id.strip():
             raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
-        return AsyncJob(self, self._runner.track_job(query_id))
+        if not _QUERY_ID.match(query_id.strip()):
+            # The server would report such an id as NO_DATA ("not yet known"), forever.
+            raise ValueError(f"query_id must be a Snowflake query id (a UUID), not {query_id!r}")
+        return AsyncJob(self, self._runner.track_job(query_id.strip()))
 
     # ---- context -------------------------------------------------------------------
     async def set_query_tag(self, tag: str | None) -> None:

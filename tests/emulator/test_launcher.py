@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import pytest
 
+from asyncsession import Session
 from asyncsession.testing import EmulatorError, LocalSnowflake
+from tests.conftest import connect
 from tests.emulator.raw import RawClient
 
 LAUNCH_AND_HANG = """
@@ -121,3 +124,26 @@ def test_200_waits_on_one_session_all_run_at_once(local_snowflake: LocalSnowflak
         if q["query_tag"] == tag and "wait" in q["sql_text"]
     }
     assert statuses == {"ABORTED"}
+
+
+def test_snowflake_connection_parameters_fixture(
+    snowflake_connection_parameters: dict[str, Any], local_snowflake: LocalSnowflake
+) -> None:
+    params = snowflake_connection_parameters
+    assert params == local_snowflake.connection_parameters
+    with connect(params) as conn:
+        assert conn.session_id in [s["session_id"] for s in local_snowflake.sessions()]
+    params["user"] = "changed"  # a fresh dict per test: the emulator's stays as it was
+    assert local_snowflake.connection_parameters["user"] == "test"
+
+
+@pytest.mark.anyio
+async def test_async_with_local_snowflake_and_its_latency() -> None:
+    async with LocalSnowflake(latency_ms=150) as sf:
+        assert sf.is_running
+        assert sf.fault_counts()["latency_ms"] == 150
+        async with Session.builder.configs(sf.connection_parameters).create() as session:
+            started = time.monotonic()
+            assert (await session.sql("select 1").collect())[0][0] == 1
+            assert time.monotonic() - started >= 0.15  # one request, at least the latency
+    assert not sf.is_running

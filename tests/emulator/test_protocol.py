@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.error
 import uuid
 from typing import Any
 
@@ -14,6 +15,10 @@ from snowflake.connector.errors import DatabaseError, Error, ProgrammingError
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
+
+#: How long an aborted statement may take to really stop (its worker polls every 50 ms;
+#: a DuckDB interrupt takes ~0.5 s). Far below the 30 s the statements would run.
+WORKER_STOPS = 10.0
 
 
 def test_login_and_logout_really_delete_the_session(emulator: LocalSnowflake) -> None:
@@ -78,6 +83,9 @@ def test_abort_by_query_id_really_stops_the_query(local_snowflake: LocalSnowflak
             raw.logout()
         assert local_snowflake.query(qid)["status"] == "ABORTED"
         assert conn.get_query_status(qid).name == "ABORTED"
+        # The statement really stopped (an ABORTED mark alone would not free its worker).
+        assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(qid), WORKER_STOPS)
+        assert local_snowflake.query(qid)["abort_requests"] == 1
 
 
 def test_abort_by_request_id_ends_a_sync_query_with_604(local_snowflake: LocalSnowflake) -> None:
@@ -153,10 +161,13 @@ def test_system_wait_aborted_by_system_cancel_query(local_snowflake: LocalSnowfl
         reply = conn.cursor().execute(f"select system$cancel_query('{victim}')").fetchone()
         assert reply == (f"query [{victim}] terminated.",)
         assert local_snowflake.query(victim)["status"] == "ABORTED"
+        assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(victim), WORKER_STOPS)
         # Only that query's wait was interrupted.
         assert local_snowflake.query(bystander)["status"] == "RUNNING"
+        assert not local_snowflake.worker_stopped(bystander)
         conn.cursor().execute(f"select system$cancel_all_queries({conn.session_id})")
         assert local_snowflake.query(bystander)["status"] == "ABORTED"
+        assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(bystander), WORKER_STOPS)
 
 
 def test_wait_inside_a_larger_statement_is_interruptible(local_snowflake: LocalSnowflake) -> None:
@@ -167,6 +178,91 @@ def test_wait_inside_a_larger_statement_is_interruptible(local_snowflake: LocalS
         local_snowflake.wait_until(lambda sf: sf.query(qid)["status"] == "RUNNING")
         conn.cursor().execute(f"select system$cancel_query('{qid}')")
         assert local_snowflake.query(qid)["status"] == "ABORTED"
+        # Guarantee (the emulator's "aborts really stop queries"): the wait inside DuckDB
+        # polls its cancel flag, so the statement ends and its SQL thread is free again.
+        assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(qid), WORKER_STOPS)
+
+
+def test_an_aborted_cpu_bound_duckdb_statement_frees_its_worker(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """Guarantee: an abort interrupts a DuckDB statement itself (not only its status)."""
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        cur.execute_async("select max(hash(range)) from range(1000000000000)")
+        qid = cur.sfqid
+        local_snowflake.wait_until(lambda sf: sf.query(qid)["status"] == "RUNNING")
+        conn.cursor().execute(f"select system$cancel_query('{qid}')")
+        assert local_snowflake.query(qid)["status"] == "ABORTED"
+        assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(qid), WORKER_STOPS)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["select system$wait(30)", "select system$wait(30) as w, 1 as x"],
+    ids=["light", "duckdb"],
+)
+def test_an_aborted_system_wait_frees_its_worker_by_either_route(
+    local_snowflake: LocalSnowflake, sql: str
+) -> None:
+    """Guarantee: an aborted ``SYSTEM$WAIT`` stops waiting, answered by the emulator itself
+    (light) or inside a DuckDB statement; its status alone would say ABORTED at once."""
+    raw = RawClient(local_snowflake.url)
+    try:
+        by_id = raw.query(sql, async_exec=True)["data"]["queryId"]
+        request_id = str(uuid.uuid4())
+        worker = threading.Thread(target=lambda: raw.query(sql, request_id=request_id))
+        worker.start()
+        by_request = local_snowflake.wait_until(
+            lambda sf: next(
+                (q["query_id"] for q in sf.running_queries() if q["request_id"] == request_id),
+                None,
+            )
+        )
+        assert not local_snowflake.worker_stopped(by_id)
+        raw.post(f"/queries/{by_id}/abort-request", {})
+        raw.post("/queries/v1/abort-request", {"sqlText": sql, "requestId": request_id})
+        worker.join(WORKER_STOPS)
+        assert not worker.is_alive()
+        assert isinstance(by_request, str)
+        for qid in (by_id, by_request):
+
+            def stopped(sf: LocalSnowflake, q: str = qid) -> bool:
+                return sf.worker_stopped(q)
+
+            assert local_snowflake.wait_until(stopped, WORKER_STOPS)
+            described = local_snowflake.query(qid)
+            assert described["status"] == "ABORTED"
+            assert described["worker_end_time"] - described["end_time"] < WORKER_STOPS
+        counts = local_snowflake.abort_requests()
+        assert counts["by_query"][by_id] == 1
+        assert counts["by_query"][by_request] == 1
+        assert counts["by_request_id"][request_id] == 1
+    finally:
+        worker.join(30)
+        raw.logout()
+
+
+def test_abort_requests_are_counted_per_query_and_per_request_id(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    raw = RawClient(local_snowflake.url)
+    try:
+        qid = raw.query("select system$wait(30)", async_exec=True)["data"]["queryId"]
+        for _ in range(3):  # a second and third abort of an ended query are still received
+            raw.post(f"/queries/{qid}/abort-request", {})
+        early = str(uuid.uuid4())  # an abort before its query arrives counts for that query
+        raw.post("/queries/v1/abort-request", {"sqlText": "", "requestId": early})
+        raw.post("/queries/v1/abort-request", {"sqlText": "", "requestId": early})
+        assert raw.query("select system$wait(30)", request_id=early)["code"] == "000604"
+        (late,) = [q for q in local_snowflake.queries() if q["request_id"] == early]
+        counts = local_snowflake.abort_requests()
+        assert counts["by_query"][qid] == 3
+        assert counts["by_request_id"][early] == 2
+        assert counts["by_query"][late["query_id"]] == 1  # the query saw one (pre-)abort
+        assert late["worker_stopped"]  # it never ran
+    finally:
+        raw.logout()
 
 
 def test_concurrent_waits_on_one_connection_overlap(local_snowflake: LocalSnowflake) -> None:
@@ -276,10 +372,40 @@ def test_latency_is_added_to_every_request(emulator: LocalSnowflake) -> None:
         emulator.set_latency(0)
 
 
-def test_injected_503_is_retried_by_the_connector(emulator: LocalSnowflake) -> None:
+def test_injected_faults_are_retried_and_counted(emulator: LocalSnowflake) -> None:
     with connect(emulator.connection_parameters) as conn:
-        emulator.fail_next("/queries/v1/query-request", status=503, count=1)
-        assert conn.cursor().execute("select 7").fetchone() == (7,)
+        emulator.fail_next("/queries/v1/query-request", status=503, count=2)
+        cur = conn.cursor()
+        assert cur.execute("select 7").fetchone() == (7,)
+        # Both injected failures fired, on that query's request (resolved by request id).
+        counts = emulator.fault_counts()
+        (rule,) = counts["rules"]
+        assert (rule["route"], rule["status"], rule["count"]) == (
+            "/queries/v1/query-request",
+            503,
+            2,
+        )
+        assert (rule["fired"], rule["remaining"]) == (2, 0)
+        assert counts["fired_by_route"] == {"/queries/v1/query-request": 2}
+        assert counts["fired_by_query"] == {cur.sfqid: 2}
+        assert sum(counts["fired_by_request_id"].values()) == 2
+        emulator.clear_faults()
+        assert emulator.fault_counts()["rules"] == []
+    # A fault on a route with the query id in its path counts for that query.
+    raw = RawClient(emulator.url)
+    try:
+        qid = raw.query("select system$wait(30)", async_exec=True)["data"]["queryId"]
+        emulator.fail_next("abort-request", status=503, count=1)
+        with pytest.raises(urllib.error.HTTPError):
+            raw.post(f"/queries/{qid}/abort-request", {})
+        assert raw.post(f"/queries/{qid}/abort-request", {})["success"]
+        counts = emulator.fault_counts()
+        assert counts["fired_by_query"] == {qid: 1}
+        assert counts["rules"][0]["fired"] == 1
+        # The failed one never reached the abort route: the server received one abort.
+        assert emulator.abort_requests()["by_query"][qid] == 1
+    finally:
+        raw.logout()
 
 
 def test_blackholed_route_never_answers(emulator: LocalSnowflake) -> None:

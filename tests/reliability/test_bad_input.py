@@ -8,6 +8,7 @@ parameter is data, never SQL.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from snowflake.connector.errors import Error
 
 from asyncsession import ConfigurationError, Session
-from asyncsession._config import resolve
+from asyncsession._config import MAX_OPTION_LENGTH, resolve
 from asyncsession.testing import LocalSnowflake
 
 pytestmark = pytest.mark.anyio
@@ -195,7 +196,52 @@ async def test_create_gives_a_session_or_one_clear_error(
         del params["account"]
         del params["host"]
     params.update(extra)
-    check_outcome(await create_and_close(params))
+    error = await create_and_close(params)
+    check_outcome(error)
+    # A wrongly typed value of a key asyncsession checks is always its ConfigurationError,
+    # never whatever the connector makes of it.
+    wrongly_typed = [key for key, value in extra if wrongly_typed_free_key(key, value)]
+    if wrongly_typed:
+        assert isinstance(error, ConfigurationError), (wrongly_typed, repr(error))
+
+
+#: The type each checked key of FREE_KEYS must have (None means "not given").
+STR_KEYS = {"database", "schema", "role", "warehouse", "user", "password", "account"}
+STR_KEYS |= {"timezone", "query_tag"}
+
+
+def wrongly_typed_free_key(key: str, value: object) -> bool:
+    key = key.lower()
+    if value is None:
+        return False
+    if key in STR_KEYS:
+        return not isinstance(value, str) or len(value) > MAX_OPTION_LENGTH
+    if key == "autocommit":
+        return not isinstance(value, bool)
+    if key == "cancel_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        return not (math.isfinite(value) and value > 0)
+    if key == "max_concurrent_queries":
+        return isinstance(value, bool) or not isinstance(value, int) or value < 1
+    return False
+
+
+#: Guarantee (docs/reliability.md, "Bad configuration"): a wrongly typed value of a key
+#: asyncsession checks is one ConfigurationError naming the key, before any login.
+@pytest.mark.parametrize("key", [*sorted(STR_KEYS), "autocommit"])
+@pytest.mark.parametrize("value", [5, 1.5, True, b"bytes", ["a"], {"a": 1}], ids=repr)
+async def test_wrongly_typed_checked_keys_are_a_configuration_error_naming_the_key(
+    key: str, value: object, local_snowflake: LocalSnowflake, empty_home: Path
+) -> None:
+    if key == "autocommit" and isinstance(value, bool):
+        value = "true"  # a str is the wrong type here (and would be taken as true)
+    params: dict[str, Any] = {**local_snowflake.connection_parameters, key.upper(): value}
+    sessions_before = len(local_snowflake.sessions())
+    error = await create_and_close(params)
+    assert isinstance(error, ConfigurationError), repr(error)
+    assert repr(key) in str(error), str(error)
+    assert len(local_snowflake.sessions()) == sessions_before  # refused before login
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,17 @@ from typing import Any
 
 import anyio
 import pytest
-from snowflake.connector.errors import Error, OperationalError, ProgrammingError
+from snowflake.connector.errors import (
+    Error,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from asyncsession import AsyncSession, QueryCancelledError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.conftest import CONNECTOR_MAJOR, both_backends, until
 from tests.test_cancellation import session_for, wait_running
 
 pytestmark = pytest.mark.anyio
@@ -38,6 +44,23 @@ def sf(faulty: LocalSnowflake) -> Iterator[LocalSnowflake]:
     faulty.clear_faults()
 
 
+def assert_every_burst_fired(sf: LocalSnowflake) -> dict[str, Any]:
+    """Every failure burst armed since the last clear really hit a request, all of it."""
+    counts: dict[str, Any] = sf.fault_counts()
+    bursts = [rule for rule in counts["rules"] if rule["count"] is not None]
+    assert bursts, counts
+    for rule in bursts:
+        assert rule["fired"] == rule["count"], rule
+        assert rule["remaining"] == 0, rule
+    return counts
+
+
+def aborts_held(sf: LocalSnowflake) -> int:
+    """Abort requests the black hole on "abort-request" has swallowed so far."""
+    fired: int = sf.fault_counts()["fired_by_route"].get("abort-request", 0)
+    return fired
+
+
 def mine_running(sf: LocalSnowflake, session: AsyncSession) -> list[dict[str, Any]]:
     return [q for q in sf.running_queries() if q["session_id"] == session.session_id]
 
@@ -53,6 +76,9 @@ async def test_a_short_5xx_burst_is_retried_and_the_query_succeeds(sf: LocalSnow
             rows = await session.sql("select 42").collect()
         assert rows[0][0] == 42
         assert session.running_queries == ()
+        counts = assert_every_burst_fired(sf)
+        # Both on that query's own request (the retries carry its request id).
+        assert list(counts["fired_by_query"].values()) == [2], counts
 
 
 async def test_a_non_retryable_status_is_a_clear_error_at_once(sf: LocalSnowflake) -> None:
@@ -62,22 +88,63 @@ async def test_a_non_retryable_status_is_a_clear_error_at_once(sf: LocalSnowflak
         with anyio.fail_after(10), pytest.raises(Error) as info:
             await session.sql("select 1").collect()
         assert "404" in str(info.value)
+        if CONNECTOR_MAJOR >= 5:
+            assert type(info.value) is InternalError, repr(info.value)
+            assert info.value.errno == 6, repr(info.value)
+        else:
+            # HttpError only in 4.x (5.x deprecates the name).
+            assert type(info.value).__name__ == "HttpError", repr(info.value)
+            assert info.value.errno == 290404, repr(info.value)
         assert session.running_queries == ()
         assert (await session.sql("select 1").collect())[0][0] == 1  # still usable
 
 
 async def test_a_persistent_5xx_burst_is_a_clear_error(sf: LocalSnowflake) -> None:
     # 5.x gives up after retry_max_attempts (~1 s here): OperationalError 000004 naming the
-    # status. 4.x alone would retry forever; asyncsession bounds it the same way.
+    # status. 4.x alone would retry forever; asyncsession bounds it the same way (250003).
     async with await session_for(sf, retry_max_attempts=3) as session:
         sf.fail_next(QUERY_REQUEST, 503, count=1000)
         started = time.monotonic()
         with anyio.fail_after(30), pytest.raises(OperationalError, match="503") as info:
             await session.sql("select 1").collect()
-        print(f"persistent 503: {info.value} after {time.monotonic() - started:.1f}s")
+        print(f"persistent 503: {info.value!r} after {time.monotonic() - started:.1f}s")
+        if CONNECTOR_MAJOR >= 5:
+            assert info.value.errno == 4
+            assert "max attempts (3) reached" in str(info.value)
+        else:
+            assert info.value.errno == 250003
+            assert "request failed after 3 attempts" in str(info.value)
         assert session.running_queries == ()
         sf.clear_faults()
         assert (await session.sql("select 1").collect())[0][0] == 1
+
+
+ATTEMPTS = 3
+
+
+@pytest.mark.parametrize("failures", [ATTEMPTS - 1, ATTEMPTS])
+async def test_retries_stop_at_exactly_retry_max_attempts(
+    sf: LocalSnowflake, failures: int
+) -> None:
+    """Guarantee: a failing request is tried exactly ``retry_max_attempts`` times.
+
+    ``ATTEMPTS - 1`` failures leave the last attempt to succeed; ``ATTEMPTS`` failures are
+    the error. A bound that were higher (or lower) than asked would turn one case around.
+    """
+    async with await session_for(sf, retry_max_attempts=ATTEMPTS) as session:
+        sf.fail_next(QUERY_REQUEST, 503, count=failures)
+        with anyio.fail_after(30):
+            if failures < ATTEMPTS:
+                assert (await session.sql("select 42").collect())[0][0] == 42
+            else:
+                with pytest.raises(OperationalError, match="503"):
+                    await session.sql("select 42").collect()
+        # All the failures hit the attempts of that one request, none was left over.
+        counts = assert_every_burst_fired(sf)
+        assert list(counts["fired_by_request_id"].values()) == [failures], counts
+        # Every injected failure was used by this query: the next request is answered.
+        assert (await session.sql("select 1").collect())[0][0] == 1
+        assert session.running_queries == ()
 
 
 # ---- result chunks (the cloud-storage downloads of a large result) -------------------------------
@@ -98,19 +165,29 @@ async def test_a_chunk_download_burst_is_retried_and_the_stream_completes(
             async for batch in session.sql(BIG).to_arrow_batches():
                 total += batch.num_rows
         assert total == 300_000
+        counts = assert_every_burst_fired(sf)
+        assert sum(counts["fired_by_query"].values()) == 2, counts  # on that query's chunks
 
 
 async def test_a_persistently_failing_chunk_download_is_a_clear_error(sf: LocalSnowflake) -> None:
-    # 4.x (bounded by asyncsession): "250003: request failed after 3 attempts: 290503: HTTP
-    # 503" after ~3 s. 5.x: its core's own chunk retries (~22 s, not retry_max_attempts),
-    # then "252005: Failed to convert rows ... non-successful HTTP status".
+    # 4.x (bounded by asyncsession): OperationalError "250003: request failed after 3
+    # attempts: 290503: HTTP 503" after ~3 s. 5.x: its core's own chunk retries (~20 s, not
+    # retry_max_attempts), then InterfaceError "252005: Failed to convert rows ...
+    # non-successful HTTP status".
     async with await session_for(sf, retry_max_attempts=3) as session:
         sf.fail_next(CHUNKS, 503, count=1000)
         started = time.monotonic()
         with anyio.fail_after(60), pytest.raises(Error) as info:
             await session.sql(BIG).collect()
         print(f"chunk 503: {info.value!r} after {time.monotonic() - started:.1f}s")
-        assert "503" in str(info.value) or "non-successful HTTP status" in str(info.value)
+        if CONNECTOR_MAJOR >= 5:
+            assert type(info.value) is InterfaceError, repr(info.value)
+            assert info.value.errno == 252005
+            assert "non-successful HTTP status" in str(info.value)
+        else:
+            assert type(info.value) is OperationalError, repr(info.value)
+            assert info.value.errno == 250003
+            assert "request failed after 3 attempts: 290503: HTTP 503" in str(info.value)
         assert session.running_queries == ()
         sf.clear_faults()
         assert (await session.sql("select 1").collect())[0][0] == 1
@@ -125,13 +202,20 @@ async def test_expired_session_token_is_renewed(sf: LocalSnowflake) -> None:
         session_id = session.session_id
         assert sf.expire_tokens() >= 1
         with anyio.fail_after(30):
-            assert (await session.sql("select 1").collect())[0][0] == 1
+            assert (await session.sql("select 'renewed'").collect())[0][0] == "renewed"
         assert session.session_id == session_id
         # And a job (submitted and polled through other routes) too.
         sf.expire_tokens()
-        job = await session.sql("select 2").collect_nowait()
+        job = await session.sql("select 'job renewed'").collect_nowait()
         with anyio.fail_after(30):
-            assert (await job.result())[0][0] == 2
+            assert (await job.result())[0][0] == "job renewed"
+        # Same session, on the server's record: both ran in it, and it is still logged in.
+        last_two = [q for q in sf.queries() if "renewed" in q["sql_text"]][-2:]
+        assert [(q["sql_text"], q["session_id"]) for q in last_two] == [
+            ("select 'renewed'", session_id),
+            ("select 'job renewed'", session_id),
+        ]
+        assert session_id in [s["session_id"] for s in sf.sessions()]
 
 
 # ---- a dead, then restarted, server ------------------------------------------------------------
@@ -232,9 +316,13 @@ async def test_cancel_all_is_bounded_when_aborts_are_blackholed(
             with anyio.fail_after(1.0 * 2 + 1.5):
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(session.cancel_all)
-                    await anyio.sleep(0.2)
+                    # aclose() comes once cancel_all()'s aborts are held by the black hole.
+                    await until(lambda: aborts_held(sf) >= 2)
                     inner.start_soon(session.aclose)
             elapsed = time.monotonic() - started
+            # Guarantee: an abort already in flight is not posted twice (aclose() waits
+            # for cancel_all()'s): one abort request per query reached the server.
+            assert aborts_held(sf) == 2
         assert elapsed < 1.0 * 2 + 1.0, elapsed
         assert [e.reason for e in errors] == ["cancel_all()", "cancel_all()"]
         assert session.running_queries == ()

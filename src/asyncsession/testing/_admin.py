@@ -101,6 +101,34 @@ async def faults(emu: Emulator, request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def fault_counts(emu: Emulator, request: Request) -> Response:
+    """What is armed and what fired: per rule, per route, per query (request ids resolved)."""
+    _check_admin(emu, request)
+    described = emu.faults.describe()
+    by_query = dict(described["fired_by_query_id"])
+    by_request = {q.request_id: q.query_id for q in emu.registry.queries.values() if q.request_id}
+    for request_id, n in described["fired_by_request_id"].items():
+        if (query_id := by_request.get(request_id)) is not None:
+            by_query[query_id] = by_query.get(query_id, 0) + n
+    described["fired_by_query"] = by_query
+    return JSONResponse(described)
+
+
+async def abort_counts(emu: Emulator, request: Request) -> Response:
+    """Abort requests received, per query (every route) and per request id."""
+    _check_admin(emu, request)
+    return JSONResponse(
+        {
+            "by_query": {
+                q.query_id: q.abort_requests
+                for q in emu.registry.queries.values()
+                if q.abort_requests
+            },
+            "by_request_id": dict(emu.registry.abort_requests_by_request_id),
+        }
+    )
+
+
 async def expire_tokens(emu: Emulator, request: Request) -> Response:
     _check_admin(emu, request)
     return JSONResponse({"expired": emu.registry.expire_tokens()})
@@ -112,6 +140,8 @@ def routes(emu: Emulator) -> list[Route]:
         Route(ADMIN_ROUTE + "/queries", bind(emu, queries), methods=["GET"]),
         Route(ADMIN_ROUTE + "/sessions", bind(emu, sessions), methods=["GET"]),
         Route(ADMIN_ROUTE + "/faults", bind(emu, faults), methods=["POST"]),
+        Route(ADMIN_ROUTE + "/fault-counts", bind(emu, fault_counts), methods=["GET"]),
+        Route(ADMIN_ROUTE + "/abort-counts", bind(emu, abort_counts), methods=["GET"]),
         Route(ADMIN_ROUTE + "/expire-tokens", bind(emu, expire_tokens), methods=["POST"]),
         Route(ADMIN_ROUTE + "/delete-session", bind(emu, delete_session), methods=["POST"]),
         Route(ADMIN_ROUTE + "/token-validity", bind(emu, token_validity), methods=["POST"]),

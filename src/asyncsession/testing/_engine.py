@@ -33,11 +33,13 @@ from fakesnow.statement_type import DML_TYPE_IDS, statement_type_id
 
 from ._state import CANCELED, Query, QueryError, Session
 
-# The queries executing in DuckDB by id, for SQL functions that need theirs (SYSTEM$WAIT).
-# DuckDB calls Python functions on its own threads, so a thread-local cannot carry it:
-# each statement's ``system$wait(`` calls get its query id as a first argument instead.
+# Queries executing on DuckDB, by id, for SQL functions that need theirs (SYSTEM$WAIT).
+# DuckDB calls a Python function on a thread of its own, not the worker that executes the
+# statement, so the statement passes its query id to the function (see _with_query_id).
 _executing: dict[str, Query] = {}
-_WAIT_CALL = re.compile(r"system\$wait\s*\(", re.IGNORECASE)
+_WAIT_CALL = re.compile(r"\bsystem\$wait\s*\(", re.IGNORECASE)
+# String literals and quoted identifiers, which a rewrite must leave as they are.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 
 # Large Arrow results are answered as Snowflake does: the first rows inline
 # (``rowsetBase64``), the rest as chunks the client downloads lazily, a few ahead, from
@@ -86,10 +88,26 @@ class QueryFailed(Exception):
         self.error = error
 
 
-def _system_wait(query_id: str, amount: float) -> str:
+def _with_query_id(sql_text: str, query_id: str) -> str:
+    """``system$wait(n)`` → ``system$wait_for_query('<query id>', n)``, outside quotes."""
+    call = f"system$wait_for_query('{query_id}', "
+    pieces, end = [], 0
+    for quoted in _QUOTED.finditer(sql_text):
+        pieces.append(_WAIT_CALL.sub(call, sql_text[end : quoted.start()]))
+        pieces.append(quoted[0])
+        end = quoted.end()
+    pieces.append(_WAIT_CALL.sub(call, sql_text[end:]))
+    return "".join(pieces)
+
+
+def _without_query_id(name: str, query_id: str) -> str:
+    return name.replace(f"system$wait_for_query\"('{query_id}', ", 'system$wait"(')
+
+
+def _system_wait(query_id: str | None, amount: float, unit: str | None = None) -> str:
     """SYSTEM$WAIT inside an arbitrary statement: sleeps, but stops when its query is aborted."""
-    query = _executing.get(query_id)
-    deadline = time.monotonic() + wait_seconds(amount, None)
+    query = _executing.get(query_id) if query_id is not None else None
+    deadline = time.monotonic() + wait_seconds(amount, unit)
     while (left := deadline - time.monotonic()) > 0:
         if query is None:
             time.sleep(min(left, 0.05))
@@ -202,7 +220,14 @@ class Engine:
         # Registered once on the shared DuckDB; visible to every session's connections.
         self.fs.duck_conn.create_function(
             "system$wait",
-            _system_wait,
+            lambda amount: _system_wait(None, amount),
+            [sqltypes.DOUBLE],
+            sqltypes.VARCHAR,
+            side_effects=True,
+        )
+        self.fs.duck_conn.create_function(
+            "system$wait_for_query",
+            lambda query_id, amount: _system_wait(query_id, amount),
             [sqltypes.VARCHAR, sqltypes.DOUBLE],
             sqltypes.VARCHAR,
             side_effects=True,
@@ -236,7 +261,7 @@ class Engine:
         duck = conn._duck_conn
         query.interrupt = duck.interrupt
         _executing[query.query_id] = query
-        sql_text = _WAIT_CALL.sub(f"system$wait('{query.query_id}', ", sql_text)
+        sql_text = _with_query_id(sql_text, query.query_id)
         try:
             for name, table in (register or {}).items():
                 duck.register(name, table)
@@ -306,6 +331,8 @@ def _result_data(
         # RESULT_SCAN(LAST_QUERY_ID()) looks results up by our query id.
         conn.results_cache[query.query_id] = cached
     rowtype = describe_as_rowtype(cur._describe_last_sql()) if table is not None else []
+    for column in rowtype:  # the name the statement had before _with_query_id
+        column["name"] = _without_query_id(column["name"], query.query_id)
     result: dict[str, Any]
     if is_batch and type_id in DML_TYPE_IDS:
         result = {"queryResultFormat": "json", "rowset": [[str(batch_rowcount)]]}

@@ -271,7 +271,13 @@ class LocalSnowflake:
             return json.loads(response.read())
 
     def queries(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Every query the server knows (all sessions), optionally only those with ``status``."""
+        """Every query the server knows (all sessions), optionally only those with ``status``.
+
+        Each is a dict: ``query_id``, ``request_id``, ``session_id``, ``sql_text``,
+        ``status``, ``query_tag``, ``start_time``, ``end_time``, ``error_code``,
+        ``abort_requests`` (abort requests received for it), ``worker_stopped`` and
+        ``worker_end_time`` (when its statement's execution really returned).
+        """
         suffix = "" if status is None else f"?status={status}"
         result: list[dict[str, Any]] = self._admin("GET", "/_emulator/queries" + suffix)["queries"]
         return result
@@ -305,7 +311,36 @@ class LocalSnowflake:
         self._admin("POST", "/_emulator/faults", {"route": route, "blackhole": True})
 
     def clear_faults(self) -> None:
+        """Disarm every fault, drop the added latency, and reset the fault counts."""
         self._admin("POST", "/_emulator/faults", {"clear": True})
+
+    def fault_counts(self) -> dict[str, Any]:
+        """What was armed since the last ``clear_faults()`` and what fired.
+
+        ``rules``: one entry per armed rule (``route``, ``status``, ``blackhole``, ``count``
+        as armed, ``fired``, ``remaining``), used-up ones included; ``fired_by_route``
+        (route as armed → faults it injected); ``fired_by_query`` (query id → faults
+        injected into requests for that query: by the id in the path, or by the
+        query-request's request id); ``fired_by_request_id``.
+        """
+        result: dict[str, Any] = self._admin("GET", "/_emulator/fault-counts")
+        return result
+
+    def abort_requests(self) -> dict[str, dict[str, int]]:
+        """Abort requests the server received: ``by_query`` (query id → every abort for it:
+        by query id, by request id, ``SYSTEM$CANCEL_QUERY``) and ``by_request_id``
+        (request id → ``/queries/v1/abort-request`` posts, the query known or not yet).
+
+        Faults come first: an abort request a fault answered (or black-holed) never
+        reached the server and is counted by ``fault_counts()`` instead.
+        """
+        result: dict[str, dict[str, int]] = self._admin("GET", "/_emulator/abort-counts")
+        return result
+
+    def worker_stopped(self, query_id: str) -> bool:
+        """Whether the query's statement really stopped: its worker returned (it ended, or an
+        abort stopped it). ``status`` says ABORTED as soon as the abort arrives."""
+        return bool(self.query(query_id)["worker_stopped"])
 
     def expire_tokens(self) -> int:
         """Expire every session token; clients must renew with their master token."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -48,6 +49,8 @@ async def query_request(emu: Emulator, request: Request) -> Response:
         emu.engine.results.retain(emu.registry.queries)  # chunks of trimmed queries go
         if query.running:
             emu.spawn(run(emu, query, body))
+        else:  # aborted before it arrived: no worker ever ran it
+            query.worker_end_time = query.end_time
     if body.get("asyncExec"):
         return respond(in_progress(query.query_id, ASYNC_CODE))
     return await _result_of(request, query, SYNC_HOLD_SECONDS)
@@ -84,6 +87,7 @@ async def run(emu: Emulator, query: Query, body: dict[str, Any]) -> None:
     except Exception as e:
         query.fail(QueryError(100_000, f"emulator error: {type(e).__name__}: {e}", "22000"))
     finally:
+        query.worker_end_time = time.time()  # the statement's execution really returned
         if timer is not None:
             timer.cancel()
         session.last_query_ids.append(query.query_id)
@@ -141,6 +145,7 @@ async def chunk(emu: Emulator, request: Request) -> Response:
 async def abort_by_id(emu: Emulator, request: Request) -> Response:
     query = _query_of(emu, request, request.path_params["qid"])
     await request.body()
+    query.abort_requests += 1
     query.abort()
     return respond(reply())
 

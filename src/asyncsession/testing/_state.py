@@ -71,6 +71,12 @@ class Query:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     interrupt: Any = None  # callable that interrupts the DuckDB statement, when one runs
+    # Abort requests received for this query (by query id, by request id, SYSTEM$CANCEL_QUERY),
+    # counted whether or not the query was still running: a client that aborts twice shows.
+    abort_requests: int = 0
+    # When its statement's execution returned (its worker, a thread or a task, is free).
+    # ``status`` turns ABORTED at once; this says whether the work really stopped.
+    worker_end_time: float | None = None
 
     @property
     def running(self) -> bool:
@@ -116,6 +122,9 @@ class Query:
             "error_code": None if self.error is None else f"{self.error.code:06d}",
             # A worker thread is still executing it in DuckDB (an abort interrupts it).
             "executing": self.interrupt is not None,
+            "abort_requests": self.abort_requests,
+            "worker_stopped": self.worker_end_time is not None,
+            "worker_end_time": self.worker_end_time,
         }
 
 
@@ -211,6 +220,8 @@ class Registry:
         self.logins: Counter[str] = Counter()
         self.failed_logins: Counter[str] = Counter()
         self.heartbeats: Counter[str] = Counter()
+        # Abort requests received per request id (a query may not exist for one yet).
+        self.abort_requests_by_request_id: dict[str, int] = {}
 
     # sessions
     def new_session(self, user: str, **where: str | None) -> Session:
@@ -294,6 +305,7 @@ class Registry:
         if request_id:
             self.by_request_id[(session.session_id, request_id)] = query
             if self.pre_aborted.pop((session.session_id, request_id), None) is not None:
+                query.abort_requests += 1
                 query.abort()
         self._trim()
         return query
@@ -302,10 +314,13 @@ class Registry:
         return self.by_request_id.get((session.session_id, request_id))
 
     def abort_by_request(self, session: Session, request_id: str) -> bool:
+        counts = self.abort_requests_by_request_id
+        counts[request_id] = counts.get(request_id, 0) + 1
         query = self.find_by_request(session, request_id)
         if query is None:
             self.pre_aborted[(session.session_id, request_id)] = time.monotonic()
             return False
+        query.abort_requests += 1
         return query.abort()
 
     def running(self, session_id: int | None = None) -> list[Query]:
@@ -323,6 +338,7 @@ class Registry:
             self.queries.popitem(last=False)
             if oldest.request_id:
                 self.by_request_id.pop((oldest.session.session_id, oldest.request_id), None)
+                self.abort_requests_by_request_id.pop(oldest.request_id, None)
         horizon = time.monotonic() - 300
         for key in [k for k, t in self.pre_aborted.items() if t < horizon]:
             del self.pre_aborted[key]

@@ -90,6 +90,7 @@ async def cancel_query(emu: Emulator, query: Query, m: re.Match[str]) -> dict[st
     target = emu.registry.queries.get(m[1])
     if target is None or target.session.user != query.session.user:
         raise _not_found(f"Query ID {m[1]!r}")
+    target.abort_requests += 1
     target.abort()
     return json_result(f"SYSTEM$CANCEL_QUERY('{m[1]}')", [f"query [{m[1]}] terminated."])
 
