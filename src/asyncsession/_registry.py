@@ -238,11 +238,19 @@ class QueryRegistry:
                     query.abort_answered.set()
 
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.cancel_timeout):
-            if bulk:
-                grace = await self._cancel_session()
+            # Only for queries nobody is aborting yet (an aclose() after a cancel_all()
+            # waits for the first one's aborts instead of sending a second bulk cancel).
+            if bulk and len(firsts) >= BULK_ABORT_MIN:
+                # Bounded to half the budget: the per-query aborts need the rest if it is lost.
+                with anyio.move_on_after(self.cancel_timeout / 2):
+                    grace = await self._cancel_session()
             async with anyio.create_task_group() as tg:
                 for query in queries:
                     tg.start_soon(abort_one, query)
+        for query in queries:
+            # Answered or not, later aborters must not wait for this one any longer.
+            if id(query) in firsts and query.abort_answered is not None:
+                query.abort_answered.set()
         stuck = [q for q in queries if id(q) in unconfirmed]
         for query in stuck:
             if query.release is not None:
