@@ -31,6 +31,8 @@ DEFAULT_PYTHONS = {4: ROOT / ".venv" / "bin" / "python", 5: ROOT / ".venv5" / "b
 
 
 def own_generation() -> int:
+    # Read from the metadata, not asyncsession._driver.connector_major(): this
+    # orchestrating process does not import the connector (5.x starts threads on import).
     return int(importlib.metadata.version("snowflake-connector-python").split(".")[0])
 
 

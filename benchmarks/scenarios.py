@@ -2,6 +2,9 @@
 
 Every measurement gets its own event loop (``anyio.run``), so anyio's cached worker
 threads of one peer never serve (or inflate the thread count of) the next one.
+
+Over ~400 lines because it is one thing: the table of scenarios, each a function beside
+its helpers (the shared process probes are ``benchmarks.probes``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import snowflake.connector
 import snowflake.connector.errors
 
 from asyncsession import Session
+from asyncsession._driver import connector_major
 from asyncsession._threads import retire_idle_workers
 from benchmarks.probes import ThreadSampler, os_threads, proc_status_kb
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
-GENERATION = int(CONNECTOR_VERSION.split(".")[0])
+GENERATION = connector_major()
 
 RAW, NAIVE, ASYNCSESSION, AIO = "raw sync", "naive anyio", "asyncsession", "5.x aio"
 

@@ -11,6 +11,7 @@ import snowflake.connector
 from asyncsession._driver import connector_major
 from asyncsession._threads import pool_threads, retire_idle_workers
 from asyncsession.testing import LocalSnowflake
+from asyncsession.testing._plugin import live_connection
 
 CONNECTOR_MAJOR = connector_major()
 
@@ -24,8 +25,10 @@ def connect(params: dict[str, Any], **extra: Any) -> Any:
 
 
 @pytest.fixture
-def emulator() -> Iterator[LocalSnowflake]:
+def emulator(request: pytest.FixtureRequest) -> Iterator[LocalSnowflake]:
     """A private emulator for tests that inject faults or count sessions."""
+    if live_connection(request.config) is not None:
+        pytest.skip("uses a private emulator (live mode)")
     with LocalSnowflake() as sf:
         yield sf
 

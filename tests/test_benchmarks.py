@@ -38,6 +38,9 @@ METRICS = {
 }
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
+# The harness runs against an emulator of its own.
+pytestmark = pytest.mark.emulator_only
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:

@@ -40,7 +40,7 @@ SECRET_PASSCODE = "918273"
 SECRET_PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----MIIEv-3a7f-never-shown-----END PRIVATE KEY-----"
 
 # The asyncio backend: some tests exercise asyncio's own API (create_task, wait_for).
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.emulator_only]
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from snowflake.connector.errors import ProgrammingError
 
@@ -68,12 +69,15 @@ async def test_timeout_aborts_on_server_and_reraises(local_snowflake: LocalSnowf
         assert (await session.sql("select 1").collect())[0][0] == 1
 
 
-async def test_fail_after_raises_timeout_and_aborts(local_snowflake: LocalSnowflake) -> None:
-    async with await session_for(local_snowflake) as session:
+async def test_fail_after_raises_timeout_and_aborts(
+    snowflake_connection_parameters: dict[str, Any],
+) -> None:
+    params = snowflake_connection_parameters  # live mode too: asserts through SQL only
+    async with Session.builder.configs(params).create() as session:
         with pytest.raises(TimeoutError):
             with anyio.fail_after(0.3):
                 await session.sql(LONG).collect()
-        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+        assert running_in_session(params, session.session_id) == []
 
 
 async def test_cancelling_a_task_aborts_its_query(local_snowflake: LocalSnowflake) -> None:
@@ -344,3 +348,90 @@ async def test_one_abort_request_per_query_however_many_aborters(
         assert len(errors) == 2
         by_request = sf.abort_requests()["by_request_id"]
         assert all(by_request.get(q["request_id"], 0) <= 1 for q in mine), by_request
+
+
+async def test_a_cancelled_await_is_bounded_by_cancel_timeout_when_the_abort_is_lost(
+    local_snowflake: LocalSnowflake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guarantee: the cancelled await returns within ``cancel_timeout`` even when the server
+    never answers its abort, and a WARNING names the query it could not confirm."""
+    emulator = local_snowflake  # faults cleared below, whatever happens
+    session = await session_for(emulator, cancel_timeout=1.0)
+    caplog.set_level(logging.WARNING, logger="asyncsession")
+    try:
+        emulator.clear_faults()  # counts from here
+        emulator.blackhole("abort-request")
+        with anyio.fail_after(0.2 + 1.0 + 3.0):  # the cancel, cancel_timeout, a margin
+            with anyio.move_on_after(0.2) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(session.sql("select system$wait(3)").collect)
+                    (query,) = await wait_running(emulator, session, 1)
+                    running = session.running_queries[0]
+        assert scope.cancelled_caught
+        assert session.running_queries == ()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        # Named by its request id (4.x learns the query id only from the response).
+        assert any("could not confirm" in w and str(running) in w for w in warnings), warnings
+        assert str(running) in (query["query_id"], f"(request {query['request_id']})")
+        assert emulator.fault_counts()["fired_by_route"] == {"abort-request": 1}
+    finally:
+        emulator.clear_faults()
+        # The abandoned worker ends with its 3 s query.
+        await until(lambda: running.call is not None and running.call.is_finished, 15)
+        await session.aclose()
+
+
+async def test_job_cancel_is_bounded_by_cancel_timeout_when_the_abort_is_lost(
+    local_snowflake: LocalSnowflake, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = local_snowflake  # faults cleared below, whatever happens
+    session = await session_for(emulator, cancel_timeout=1.0)
+    caplog.set_level(logging.WARNING, logger="asyncsession")
+    try:
+        job = await session.sql("select system$wait(3)").collect_nowait()
+        emulator.blackhole("query-request")  # where a job's abort (system$cancel_query) goes
+        with anyio.fail_after(1.0 + 3.0):
+            await job.cancel()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("could not confirm" in w and job.query_id in w for w in warnings), warnings
+        # Unconfirmed, the job stays tracked: a later cancel_all()/aclose() still sees it.
+        assert [q.query_id for q in session.running_queries] == [job.query_id]
+    finally:
+        emulator.clear_faults()  # the held abort gets a 503; the connector retries it
+    await session.aclose()
+    assert session.running_queries == ()
+    await until(lambda: emulator.query(job.query_id)["status"] != "RUNNING", 15)
+
+
+async def test_logout_that_hangs_or_fails_is_a_warning_not_a_hang(
+    emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asyncsession")
+    # A logout the server never answers: aclose() returns after cancel_timeout.
+    hung = await session_for(emulator, cancel_timeout=1.0)
+    emulator.blackhole("/session")
+    try:
+        with anyio.fail_after(1.0 + 3.0):
+            await hung.aclose()
+        assert hung.is_closed
+    finally:
+        emulator.clear_faults()
+    # A logout that raises (a narrow fake of the driver's logout: our handling of it).
+    failing = await session_for(emulator, cancel_timeout=1.0)
+    connection, driver = failing.connection, failing._driver
+
+    def boom(conn: Any) -> None:
+        raise RuntimeError("logout refused")
+
+    monkeypatch.setattr(failing, "_driver", type("Failing", (), {"logout": staticmethod(boom)}))
+    await failing.aclose()
+    assert failing.is_closed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        f"logging out of session {hung.session_id} did not finish within cancel_timeout=1s"
+        in warnings
+    ), warnings
+    assert f"logging out of session {failing.session_id} failed: logout refused" in warnings
+    # Log the second one out for real; the first one's logout went on after the warning.
+    await anyio.to_thread.run_sync(driver.logout, connection)
+    assert failing.session_id not in [s["session_id"] for s in emulator.sessions()]

@@ -59,6 +59,7 @@ def started(name: str, *args: str, env: dict[str, str]) -> Iterator[subprocess.P
         process.communicate(timeout=30)
 
 
+@pytest.mark.emulator_only  # starts its own emulator
 def test_quickstart_creates_sessions_three_ways() -> None:
     out = run("quickstart.py")
     for way in ("1. a dict of parameters", "2. connection_name='local'", "3. the default"):
@@ -66,6 +67,7 @@ def test_quickstart_creates_sessions_three_ways() -> None:
     assert out.count("{'TOTAL': 3, 'GREETING': 'hi'}") == 3
 
 
+@pytest.mark.emulator_only  # local_testing: the embedded emulator
 def test_fanout_runs_on_the_embedded_emulator() -> None:
     out = run("fanout.py", "-n", "5", "--seconds", "0.2", "--sequential", "1", "--timeout", "0.3")
     assert "5/5" in out

@@ -17,17 +17,23 @@ from tests.conftest import until
 
 pytestmark = pytest.mark.anyio
 
+#: 0 .. n-1 as column N, in SQL that Snowflake and the emulator both run (SEQ4() alone may
+#: have gaps on a real warehouse).
+NUMBERS = (
+    "select row_number() over (order by seq4()) - 1 as n from table(generator(rowcount => {}))"
+)
+
 
 @pytest.fixture
-async def session(local_snowflake: LocalSnowflake) -> AsyncIterator[AsyncSession]:
-    async with Session.builder.configs(local_snowflake.connection_parameters).create() as s:
+async def session(snowflake_connection_parameters: dict[str, Any]) -> AsyncIterator[AsyncSession]:
+    async with Session.builder.configs(snowflake_connection_parameters).create() as s:
         yield s
 
 
 @pytest.fixture
 async def table(session: AsyncSession) -> str:
     name = f"t_{uuid.uuid4().hex[:8]}"
-    await session.sql(f"create table {name} (n int, s varchar)").collect()
+    await session.sql(f"create temporary table {name} (n int, s varchar)").collect()
     await session.sql(f"insert into {name} values (1, 'a'), (2, 'b'), (3, null)").collect()
     return name
 
@@ -69,7 +75,7 @@ async def test_pandas_and_arrow(session: AsyncSession, table: str) -> None:
 
 
 async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
-    sql = "select range as n from range(25000) order by n"
+    sql = f"{NUMBERS.format(25000)} order by n"
     seen = [row[0] async for row in session.sql(sql).to_local_iterator(batch_rows=1000)]
     assert seen == list(range(25000))
     sizes: list[int] = []
@@ -92,11 +98,11 @@ async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
 
 
 async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession) -> None:
-    sql = "select range as n from range(10) where n < 0"
+    sql = f"{NUMBERS.format(10)} where 1 = 0"
     assert [row async for row in session.sql(sql).to_local_iterator()] == []
     # A batch source may yield empty batches (never from the connector we know, but the
     # stream must skip them, not recurse or stop early).
-    query = session.sql("select range as n from range(3) order by n")
+    query = session.sql(f"{NUMBERS.format(3)} order by n")
     stream: ResultStream[Any] = ResultStream(
         query, lambda cursor: iter([[], [1], [], [], [2, 3], []]), flatten=True
     )
@@ -105,7 +111,7 @@ async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession
 
 
 async def test_stream_closed_early_releases_its_cursor(session: AsyncSession) -> None:
-    stream = session.sql("select range as n from range(50000)").to_local_iterator()
+    stream = session.sql(NUMBERS.format(50000)).to_local_iterator()
     async with stream:
         async for row in stream:
             assert row[0] is not None
@@ -181,6 +187,7 @@ async def test_failed_job_raises_the_connector_error(session: AsyncSession) -> N
         await job.result()
 
 
+@pytest.mark.emulator_only  # the emulator's TEST_DB / TEST_WH / OTHER_WH
 async def test_context_functions(session: AsyncSession) -> None:
     assert await session.get_current_database() == "TEST_DB"
     assert await session.get_current_schema() == "PUBLIC"

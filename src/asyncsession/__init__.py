@@ -6,12 +6,19 @@ made async — with server-side cancellation of every cancelled await.
 
 from ._builder import SessionBuilder, SessionCreation
 from ._config import InsecureConfigFileWarning, UnknownOptionWarning
-from ._errors import ConfigurationError, QueryCancelledError, SessionClosedError
+from ._errors import (
+    ConfigurationError,
+    QueryCancelledError,
+    SessionClosedError,
+    SessionExpiredError,
+    TransactionError,
+)
 from ._job import AsyncJob
 from ._query import ResultStream, SqlQuery
 from ._registry import RunningQuery
 from ._row import Row
 from ._session import AsyncSession, Session
+from ._transaction import Transaction
 
 #: The one place the version is written (pyproject.toml reads it from here).
 __version__ = "0.1.0.dev0"
@@ -29,7 +36,10 @@ __all__ = [
     "SessionBuilder",
     "SessionClosedError",
     "SessionCreation",
+    "SessionExpiredError",
     "SqlQuery",
+    "Transaction",
+    "TransactionError",
     "UnknownOptionWarning",
     "__version__",
 ]

@@ -119,6 +119,7 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         cancel_timeout=lib.get("cancel_timeout", DEFAULT_CANCEL_TIMEOUT),
         max_concurrent_queries=lib.get("max_concurrent_queries", DEFAULT_MAX_CONCURRENT_QUERIES),
         query_tag=_initial_tag(kwargs),
+        autocommit=_initial_autocommit(kwargs),
     )
     if release is not None:
         session._on_close.append(release)
@@ -134,6 +135,10 @@ def _connect_kwargs(config: ResolvedConfig, app_tag: str | None) -> dict[str, An
     kwargs = dict(config.connect_kwargs)
     # session.sql(query, params) binds "?" placeholders on the server (never client-side).
     kwargs.setdefault("paramstyle", "qmark")
+    # Heartbeats keep an idle session's master token alive (else it dies after 4 h idle);
+    # an explicit False (options or connections.toml) opts out.
+    if kwargs.get("client_session_keep_alive") is None:
+        kwargs["client_session_keep_alive"] = True
     # The session's tag: session_parameters' QUERY_TAG (any case) > the ``query_tag``
     # option (5.x only; 4.x ignores it) > app_name. Sent as session_parameters' QUERY_TAG,
     # which both generations honour, so ``session.query_tag`` is what the server uses.
@@ -155,6 +160,16 @@ def _initial_tag(kwargs: dict[str, Any]) -> str | None:
         if str(key).upper() == "QUERY_TAG":
             return str(value)
     return None
+
+
+def _initial_autocommit(kwargs: dict[str, Any]) -> bool:
+    """Whether the session starts with AUTOCOMMIT on (Snowflake's default)."""
+    if kwargs.get("autocommit") is False:
+        return False
+    for key, value in (kwargs.get("session_parameters") or {}).items():
+        if str(key).upper() == "AUTOCOMMIT":
+            return str(value).strip().upper() not in ("FALSE", "0", "OFF", "NO")
+    return True
 
 
 async def _login(driver: Driver, kwargs: dict[str, Any]) -> Any:

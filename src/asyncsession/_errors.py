@@ -5,12 +5,26 @@ Existing ``except snowflake.connector.errors.ProgrammingError`` blocks keep work
 
 from __future__ import annotations
 
+import snowflake.connector.errors
 from snowflake.connector.errors import Error as _ConnectorError
 from snowflake.connector.errors import InterfaceError, ProgrammingError
 
 # Snowflake's code and SQL state for "SQL execution canceled".
 CANCELED_ERRNO = 604
 CANCELED_SQLSTATE = "57014"
+
+#: Server codes meaning the session's tokens no longer work: master token expired (390114),
+#: not found (390113) or invalid (390115); session no longer exists (390111), user must log
+#: in again (390104), session expired with no renewal (390112). 4.x raises them as
+#: ProgrammingError, 5.x as ProgrammingError or DatabaseError (390114 after a failed renew).
+MASTER_TOKEN_ERRNOS = frozenset({390113, 390114, 390115})
+SESSION_GONE_ERRNOS = frozenset({390104, 390111, 390112}) | MASTER_TOKEN_ERRNOS
+
+#: 5.x raises this ProgrammingError (errno 250001, no server code) when a session token
+#: renewal is refused because the master token can never be renewed; 4.x has no such class.
+_REAUTHENTICATE: type[BaseException] | None = getattr(
+    snowflake.connector.errors, "ReauthenticationRequest", None
+)
 
 
 class ConfigurationError(InterfaceError, ValueError):
@@ -44,11 +58,79 @@ class QueryCancelledError(ProgrammingError):
         self.reason = reason
 
 
+class SessionExpiredError(ProgrammingError):
+    """The server no longer accepts the session (token expired, session deleted).
+
+    Raised once per statement, at once and without a retry; the session stays dead
+    (``session.is_alive`` is False). A subclass of the connector's ``ProgrammingError``
+    (so of ``DatabaseError``), which both generations raise for these codes.
+    """
+
+    def __init__(
+        self,
+        errno: int,
+        server_message: str,
+        sqlstate: str | None = None,
+        query_id: str | None = None,
+        master_token: bool | None = None,
+    ) -> None:
+        if master_token or (master_token is None and errno in MASTER_TOKEN_ERRNOS):
+            cause = (
+                "its master token expired (a session idle for longer than the token's "
+                "validity, 4 hours by default, dies unless client_session_keep_alive is on; "
+                "asyncsession turns it on unless you set it to False)"
+            )
+        else:
+            cause = "the server no longer knows it (logged out, deleted, or expired)"
+        super().__init__(
+            msg=f"the Snowflake session is gone: {cause}. Server said: {server_message}. "
+            "Create a new session, or use a SessionPool, which replaces dead sessions",
+            errno=errno,
+            sqlstate=sqlstate,
+            sfqid=query_id,
+        )
+        self.cause = cause
+        self.server_message = server_message
+        self._arguments = (errno, server_message, sqlstate, query_id, master_token)
+
+    @classmethod
+    def from_error(cls, error: _ConnectorError) -> SessionExpiredError:
+        server_message = str(error.raw_msg or error.msg or error)
+        master = error.errno in MASTER_TOKEN_ERRNOS or _is_reauthentication(error)
+        return cls(int(error.errno or 0), server_message, error.sqlstate, error.sfqid, master)
+
+    def __reduce__(self) -> tuple[type[SessionExpiredError], tuple[object, ...]]:
+        return (type(self), self._arguments)
+
+
+def is_session_gone(error: BaseException) -> bool:
+    """Whether ``error`` is the server saying the session is dead."""
+    return isinstance(error, _ConnectorError) and (
+        error.errno in SESSION_GONE_ERRNOS or _is_reauthentication(error)
+    )
+
+
+def _is_reauthentication(error: BaseException) -> bool:
+    return _REAUTHENTICATE is not None and isinstance(error, _REAUTHENTICATE)
+
+
+class TransactionError(ProgrammingError):
+    """A transaction cannot be used that way (nested, or with ``collect_nowait()``)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg=msg)
+
+
 __all__ = [
     "CANCELED_ERRNO",
     "CANCELED_SQLSTATE",
+    "MASTER_TOKEN_ERRNOS",
+    "SESSION_GONE_ERRNOS",
     "ConfigurationError",
     "QueryCancelledError",
     "SessionClosedError",
+    "SessionExpiredError",
+    "TransactionError",
     "_ConnectorError",
+    "is_session_gone",
 ]

@@ -19,16 +19,21 @@ however many are in flight (plus control threads while aborting or logging out).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from snowflake.connector.errors import Error, ProgrammingError
 
 from ._driver import Driver
-from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError
+from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError, TransactionError
 from ._poller import DEFAULT_POLL_RATE, StatusPoller
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
+from ._state import SessionState, classify
 from ._threads import WorkerCall, run_blocking
+from ._transaction import TransactionGate
+
+if TYPE_CHECKING:
+    from ._statement_options import StatementOptions
 
 T = TypeVar("T")
 
@@ -52,12 +57,21 @@ class QueryRunner:
         driver: Driver,
         cancel_timeout: float,
         max_concurrent_queries: int,
+        check_open: Callable[[str], None] | None = None,
+        gate: TransactionGate | None = None,
+        state: SessionState | None = None,
+        on_session_gone: Callable[[Error], None] = lambda error: None,
         sync_slots: int | None = None,
         io_threads: int | None = None,
         poll_rate: float = DEFAULT_POLL_RATE,
     ) -> None:
         self._connection = connection
         self.driver = driver
+        self._check_open = check_open
+        #: The session's transaction gate and statement-effect tracker (``_transaction``,
+        #: ``_state``): every statement passes them, whatever path it takes.
+        self.gate = gate if gate is not None else TransactionGate()
+        self.state = state if state is not None else SessionState()
         self.sync_slots = DEFAULT_SYNC_SLOTS if sync_slots is None else sync_slots
         self._sync_in_flight = 0
         self._admission = anyio.CapacityLimiter(max_concurrent_queries)
@@ -69,6 +83,7 @@ class QueryRunner:
             connection=connection,
             control_limiter=self._control,
             cancel_timeout=cancel_timeout,
+            on_session_gone=on_session_gone,
         )
         self.poller = StatusPoller(self._status, rate=poll_rate)
         self.closed = False
@@ -82,7 +97,10 @@ class QueryRunner:
         return self.registry.snapshot()
 
     def check_open(self, operation: str) -> None:
-        if self.closed:
+        """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
+        if self._check_open is not None:
+            self._check_open(operation)
+        elif self.closed:
             raise SessionClosedError(operation)
 
     # ---- running queries -------------------------------------------------------------
@@ -94,16 +112,51 @@ class QueryRunner:
         *,
         operation: str = "run a query",
         keep_cursor: bool = False,
-        statement_params: dict[str, Any] | None = None,
+        options: StatementOptions | None = None,
+        gated: bool = True,
     ) -> T:
-        """Run a query and ``consume(cursor)`` in a worker thread; abortable throughout.
+        """Run a statement and ``consume(cursor)`` in a worker thread; abortable throughout.
 
-        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it fails.
+        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it
+        fails. ``options`` (per-statement parameters) go with it on either path.
+        ``gated``: wait while another task's transaction is open (see ``_transaction``).
         """
         self.check_open(operation)
+        effect = classify(sql_text)
+        counted = await self.gate.admit(lambda: self.check_open(operation)) if gated else False
+        try:
+            statement_params = options.parameters() if options is not None else None
+            self.state.started(effect)
+            succeeded = False
+            try:
+                result = await self._admitted(
+                    sql_text, params, consume, operation, keep_cursor, statement_params, effect
+                )
+                succeeded = True
+                return result
+            finally:
+                self.state.finished(effect, succeeded)
+        finally:
+            self.gate.leave(counted)
+
+    async def _admitted(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        operation: str,
+        keep_cursor: bool,
+        statement_params: dict[str, Any] | None,
+        effect: Any,
+    ) -> T:
         async with self._admission:
             self.check_open(operation)
-            if self._sync_in_flight < self.sync_slots:
+            # Async queries and transaction control must not run in parallel on one
+            # session: in (or around) a transaction every statement takes one round trip.
+            transactional = (
+                self.state.in_transaction or self.gate.inside() or effect.transaction is not None
+            )
+            if transactional or self._sync_in_flight < self.sync_slots:
                 self._sync_in_flight += 1
                 try:
                     return await self._run_one_round_trip(
@@ -235,25 +288,44 @@ class QueryRunner:
             return QueryCancelledError(query.query_id, reason)
         if self.closed:
             return SessionClosedError(operation)
-        return error
+        return self.registry.translate(error)
 
     # ---- jobs -----------------------------------------------------------------------
     async def submit_job(
         self,
         sql_text: str,
         params: Sequence[Any] | None,
-        statement_params: dict[str, Any] | None = None,
+        options: StatementOptions | None = None,
     ) -> RunningQuery:
         """Submit without waiting; the returned query stays tracked until it is seen ended."""
         self.check_open("submit a query")
-        query = await self._submit(sql_text, params, statement_params)
+        if self.gate.inside():
+            raise TransactionError(
+                "collect_nowait() cannot run inside a transaction: Snowflake does not run async "
+                "queries and transaction control in parallel on one session; await the query "
+                "(collect(), …) instead"
+            )
+        counted = await self.gate.admit(lambda: self.check_open("submit a query"))
+        try:
+            effect = classify(sql_text)
+            statement_params = options.parameters() if options is not None else None
+            # What the statement may change counts from its submission on (a job's end is
+            # not tracked, so a BEGIN submitted this way counts as open).
+            self.state.started(effect)
+            self.state.finished(effect, False)
+            query = await self._submit(sql_text, params, statement_params)
+            query.job = True
+        finally:
+            self.gate.leave(counted)
         if query.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
             raise QueryCancelledError(query.query_id, query.cancel_reason)
         return query
 
     def track_job(self, query_id: str) -> RunningQuery:
         """Track a query submitted elsewhere, by its id."""
-        return self.registry.add(f"<query {query_id}>", query_id=query_id)
+        query = self.registry.add(f"<query {query_id}>", query_id=query_id)
+        query.job = True
+        return query
 
     async def status(self, query: RunningQuery) -> tuple[str, bool]:
         """One status request (in the poller's pace); an ended query leaves the registry."""

@@ -116,7 +116,7 @@ class AsyncJob:
         raise translated from error
 
     def _translate(self, error: Error) -> Exception:
-        """Our error for a job aborted by us, or whose session was closed under it."""
+        """Our error for a job aborted by us, whose session was closed under it, or died."""
         if isinstance(error, QueryCancelledError):
             return error
         reason = self._query.cancel_reason
@@ -125,4 +125,4 @@ class AsyncJob:
             return QueryCancelledError(self._query_id, reason)
         if closed:
             return SessionClosedError("wait for a job")
-        return error
+        return self._runner.registry.translate(error)

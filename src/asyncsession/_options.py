@@ -1,6 +1,7 @@
 """The ``connect()`` options asyncsession knows, and the type each value must have.
 
-Data only; ``_config`` resolves and checks options with it. Both connector generations
+Data only (one catalogue, hence over ~400 lines); ``_config`` resolves and checks
+options with it. Both connector generations
 are covered, so one configuration means the same on 4.x and 5.x.
 """
 

@@ -10,6 +10,7 @@ import anyio
 
 from ._errors import SessionClosedError
 from ._row import Row
+from ._statement_options import StatementOptions
 
 if TYPE_CHECKING:
     import pandas
@@ -45,12 +46,20 @@ def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
 
 
 class SqlQuery:
-    """A SQL statement with its parameters; awaiting one of its methods runs it."""
+    """A SQL statement with its parameters; awaiting one of its methods runs it.
 
-    __slots__ = ("_params", "_runner", "_session", "_sql")
+    Its per-statement options (``query_tag``, ``timeout``, ``statement_params`` given to
+    ``session.sql()``) go with every way of running it: results, streams and jobs.
+    """
+
+    __slots__ = ("_options", "_params", "_runner", "_session", "_sql")
 
     def __init__(
-        self, session: AsyncSession, sql: str, params: Sequence[Any] | None = None
+        self,
+        session: AsyncSession,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        options: StatementOptions | None = None,
     ) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
@@ -58,6 +67,7 @@ class SqlQuery:
         self._runner: QueryRunner = session._runner
         self._sql = sql
         self._params = _check_params(params)
+        self._options = options
 
     def __repr__(self) -> str:
         return f"<SqlQuery {self._sql[:80]!r}>"
@@ -67,7 +77,9 @@ class SqlQuery:
         return self._sql
 
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
-        return await self._runner.run(self._sql, self._params, consume, operation=operation)
+        return await self._runner.run(
+            self._sql, self._params, consume, operation=operation, options=self._options
+        )
 
     async def collect(self) -> list[Row]:
         """All rows, as ``Row`` objects."""
@@ -119,7 +131,7 @@ class SqlQuery:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
         from ._job import AsyncJob
 
-        query = await self._runner.submit_job(self._sql, self._params)
+        query = await self._runner.submit_job(self._sql, self._params, self._options)
         return AsyncJob(self._session, query)
 
 
@@ -160,12 +172,14 @@ class ResultStream(Generic[T]):
     async def _next_batch(self) -> Any:
         runner = self._query._runner
         if self._cursor is None:
+            query = self._query
             self._cursor = await runner.run(
-                self._query._sql,
-                self._query._params,
+                query._sql,
+                query._params,
                 _keep,
                 operation="stream a query",
                 keep_cursor=True,
+                options=query._options,
             )
             self._batches = self._make_batches(self._cursor)
         batches = self._batches

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-from snowflake.connector.errors import ProgrammingError
+from snowflake.connector.errors import Error, ProgrammingError
 
 from ._driver import Driver
-from ._errors import CANCELED_ERRNO, QueryCancelledError
+from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionExpiredError, is_session_gone
 from ._threads import DRAIN_POLL_SECONDS, WorkerCall
 
 logger = logging.getLogger("asyncsession")
@@ -62,6 +62,9 @@ class RunningQuery:
     #: A task awaits its end through the executor's poller: an aborter (other than that
     #: task) waits until it is done, and sets ``wake`` so it looks at once.
     awaited: bool = field(default=False, repr=False)
+    #: A ``collect_nowait()`` / ``create_async_job()`` job: nothing of ours waits on it
+    #: unless ``job.result()`` does (``_transaction`` refuses to begin while one may run).
+    job: bool = field(default=False, repr=False)
     wake: anyio.Event | None = field(default=None, repr=False)
     #: Set when the first aborter's request has had its answer: a later aborter (an
     #: ``aclose()`` after a ``job.cancel()``) waits for it before logging out.
@@ -108,8 +111,11 @@ class QueryRegistry:
         connection: Callable[[], Any],
         control_limiter: anyio.CapacityLimiter,
         cancel_timeout: float,
+        on_session_gone: Callable[[Error], None] = lambda error: None,
     ) -> None:
         self._driver = driver
+        #: Told when the server says the session is dead (then SessionExpiredError is raised).
+        self.on_session_gone = on_session_gone
         self._connection = connection
         self._control = control_limiter
         self.cancel_timeout = cancel_timeout
@@ -154,14 +160,25 @@ class QueryRegistry:
         except anyio.get_cancelled_exc_class():
             await self.abort(query, "cancelled", by_awaiter=True)
             raise
-        except ProgrammingError as e:
-            self.raise_if_cancelled(query, e)
-            raise
+        except Error as e:
+            if isinstance(e, ProgrammingError):
+                self.raise_if_cancelled(query, e)
+            translated = self.translate(e)
+            if translated is e:
+                raise
+            raise translated from e
 
     def raise_if_cancelled(self, query: RunningQuery, error: ProgrammingError) -> None:
         """Our QueryCancelledError for a 604 that one of our aborts caused."""
         if query.cancel_reason is not None and error.errno == CANCELED_ERRNO:
             raise QueryCancelledError(query.query_id, query.cancel_reason) from error
+
+    def translate(self, error: Error) -> Error:
+        """The error a query's awaiter sees: ``SessionExpiredError`` for a dead session."""
+        if isinstance(error, SessionExpiredError) or not is_session_gone(error):
+            return error
+        self.on_session_gone(error)
+        return SessionExpiredError.from_error(error)
 
     # ---- cancellation ------------------------------------------------------------
     async def abort(self, query: RunningQuery, reason: str, *, by_awaiter: bool = False) -> bool:

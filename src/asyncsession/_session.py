@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -12,9 +12,13 @@ import anyio
 
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
+from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
 from ._executor import QueryRunner
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._registry import RunningQueries
+from ._state import SessionState
+from ._statement_options import StatementOptions, statement_options
+from ._transaction import Transaction, TransactionGate
 
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
@@ -60,17 +64,27 @@ class AsyncSession:
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
         max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
         query_tag: str | None = None,
+        autocommit: bool = True,
     ) -> None:
         self._connection = connection
         self._driver = driver
         self._config = config
         self._query_tag = query_tag
+        #: What statements changed (for a pool) and whether a transaction is open.
+        self._state = SessionState(autocommit=autocommit)
+        self._gate = TransactionGate()
+        #: The server's answer that the session is dead, once it has said so.
+        self._gone: _ConnectorError | None = None
         #: The seam between query objects and threads/driver/server (``_executor``).
         self._runner = QueryRunner(
             connection=lambda: self._connection,
             driver=driver,
             cancel_timeout=cancel_timeout,
             max_concurrent_queries=max_concurrent_queries,
+            check_open=self._check_open,
+            gate=self._gate,
+            state=self._state,
+            on_session_gone=self._session_gone,
         )
         self._registry = self._runner.registry
         self._close_done: anyio.Event | None = None
@@ -98,6 +112,18 @@ class AsyncSession:
         return self._runner.closed
 
     @property
+    def is_alive(self) -> bool:
+        """False once closed, or once the server said the session is gone (no round trip:
+        True means no statement has been refused yet, not that the server checked)."""
+        return not self.is_closed and self._gone is None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is (or may be) open: ``transaction()``'s, or a ``BEGIN``
+        sent with ``sql()`` (tracked from the statements' text, no round trip)."""
+        return self._state.in_transaction
+
+    @property
     def cancel_timeout(self) -> float:
         return self._registry.cancel_timeout
 
@@ -120,11 +146,33 @@ class AsyncSession:
         return self._query_tag
 
     # ---- queries ---------------------------------------------------------------------
-    def sql(self, query: str, params: Sequence[Any] | None = None) -> SqlQuery:
-        """A lazy query: nothing runs until ``collect()``, ``to_pandas()``, … is awaited."""
+    def sql(
+        self,
+        query: str,
+        params: Sequence[Any] | None = None,
+        *,
+        query_tag: str | None = None,
+        timeout: float | None = None,
+        statement_params: Mapping[str, str | int | float | bool] | None = None,
+    ) -> SqlQuery:
+        """A lazy query: nothing runs until ``collect()``, ``to_pandas()``, … is awaited.
+
+        ``query_tag``, ``timeout`` (seconds, rounded up to whole seconds; the server stops
+        the query, error 000630) and ``statement_params`` apply to this statement only.
+        """
         from ._query import SqlQuery
 
-        return SqlQuery(self, query, params)
+        options = statement_options(query_tag, timeout, statement_params)
+        return SqlQuery(self, query, params, options)
+
+    def transaction(self) -> Transaction:
+        """``async with session.transaction():`` BEGIN … COMMIT, ROLLBACK on error or cancel.
+
+        Statements of the task inside the block, and of tasks it starts there, run in the
+        transaction; statements of other tasks wait until it ends. Not nestable (Snowflake
+        has no savepoints); ``collect_nowait()`` inside it is a ``TransactionError``.
+        """
+        return Transaction(self)
 
     async def collect_many(
         self, queries: Sequence[QueryInput], *, limit: int | None = None
@@ -136,6 +184,40 @@ class AsyncSession:
         from ._query import collect_many
 
         return await collect_many(self, queries, limit=limit)
+
+    def _check_open(self, operation: str) -> None:
+        if self._runner.closed:
+            raise SessionClosedError(operation)
+        if self._gone is not None:
+            raise SessionExpiredError.from_error(self._gone)
+
+    def _session_gone(self, error: _ConnectorError) -> None:
+        """The registry heard the server say the session is dead (``SessionExpiredError``)."""
+        if self._gone is None:
+            logger.warning("session %s is gone: %s", _session_id(self._connection), error)
+            self._gone = error
+
+    async def _run_query(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        *,
+        operation: str = "run a query",
+        keep_cursor: bool = False,
+        options: StatementOptions | None = None,
+        gated: bool = True,
+    ) -> T:
+        """Run a statement through the executor (``QueryRunner.run``); for ``_transaction``."""
+        return await self._runner.run(
+            sql_text,
+            params,
+            consume,
+            operation=operation,
+            keep_cursor=keep_cursor,
+            options=options,
+            gated=gated,
+        )
 
     async def _scalar(self, sql_text: str, operation: str) -> Any:
         row = await self._runner.run(sql_text, None, lambda c: c.fetchone(), operation=operation)
@@ -211,6 +293,16 @@ class AsyncSession:
             )
         await self._runner.run(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
 
+    async def _rollback(self) -> bool:
+        """ROLLBACK, shielded and bounded by ``cancel_timeout``; True once confirmed.
+
+        For a pool returning a session (and ``transaction()``'s exit): it does not wait
+        for the transaction gate, as its caller owns the session or the transaction.
+        """
+        from ._transaction import rollback
+
+        return await rollback(self)
+
     # ---- cancellation and closing ----------------------------------------------------
     async def cancel_all(self) -> None:
         """Abort every query this session has running; their awaiters get QueryCancelledError.
@@ -228,6 +320,7 @@ class AsyncSession:
                 return
             self._runner.closed = True
             self._close_done = anyio.Event()
+            self._gate.notify()  # statements waiting for a transaction: SessionClosedError
             try:
                 await self._runner.abort_all("aclose()")
                 await self._logout()

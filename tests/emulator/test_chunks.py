@@ -23,6 +23,9 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 ROWS = 300_000
 SQL = f"select seq4() as n, 'x' || seq4() as s from table(generator(rowcount => {ROWS})) order by n"
 SSE_C_KEY = "x-amz-server-side-encryption-customer-key"
@@ -145,21 +148,22 @@ def test_result_scan_replays_a_chunked_result(local_snowflake: LocalSnowflake) -
 
 _STORE_SCRIPT = """
 import pyarrow as pa
-from asyncsession.testing import _engine
+from fakesnow.arrow import to_ipc
+from asyncsession.testing import _results
 
-store = _engine.ResultStore()
+store = _results.ResultStore()
 table = pa.table({"N": list(range(10))})
-kept = _engine.StoredResult(table, [(4, 3), (7, 3)], [1, 1])
+kept = _results.StoredResult(table, [(4, 3), (7, 3)], [1, 1])
 store.add("kept", kept)
-store.add("trimmed", _engine.StoredResult(table, [(4, 6)], [1]))
+store.add("trimmed", _results.StoredResult(table, [(4, 6)], [1]))
 shared = store.share("kept", "replay")
 assert shared is not None and shared.table is table and shared.token != kept.token
 assert store.get("kept", "wrong") is None
 assert store.get("kept", kept.token) is kept
-assert kept.chunk(1).to_pybytes() == _engine.to_ipc(table.slice(7, 3)).to_pybytes()
+assert kept.chunk(1).to_pybytes() == to_ipc(table.slice(7, 3)).to_pybytes()
 store.retain({"kept", "replay"})
 assert len(store) == 2
-kept.created -= _engine.RESULT_TTL_SECONDS + 1
+kept.created -= _results.RESULT_TTL_SECONDS + 1
 assert store.get("kept", kept.token) is None
 store.retain({"kept", "replay"})
 assert len(store) == 1 and store.share("kept", "again") is None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# The engine runs in the emulator's environment (fakesnow, connector 4.x) only.
+pytest.importorskip("fakesnow")
+
 from asyncsession.testing._engine import _with_query_id
 
 

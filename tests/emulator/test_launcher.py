@@ -17,6 +17,9 @@ from asyncsession.testing import EmulatorError, LocalSnowflake
 from tests.conftest import connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 LAUNCH_AND_HANG = """
 import sys, time
 from asyncsession.testing import LocalSnowflake

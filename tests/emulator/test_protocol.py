@@ -16,6 +16,9 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
 
+# Tests of the emulator itself.
+pytestmark = pytest.mark.emulator_only
+
 #: How long an aborted statement may take to really stop (its worker polls every 50 ms;
 #: a DuckDB interrupt takes ~0.5 s). Far below the 30 s the statements would run.
 WORKER_STOPS = 10.0
@@ -181,6 +184,15 @@ def test_wait_inside_a_larger_statement_is_interruptible(local_snowflake: LocalS
         # Guarantee (the emulator's "aborts really stop queries"): the wait inside DuckDB
         # polls its cancel flag, so the statement ends and its SQL thread is free again.
         assert local_snowflake.wait_until(lambda sf: sf.worker_stopped(qid), WORKER_STOPS)
+
+
+def test_a_wait_inside_duckdb_keeps_literals_and_its_column_name(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor().execute("select 'system$wait(5)' as t, system$wait(0.01), 1 as x")
+        assert cur.fetchall() == [("system$wait(5)", "waited 0.01 seconds", 1)]
+        assert [d.name for d in cur.description] == ["T", '"system$wait"(0.01)', "X"]
 
 
 def test_an_aborted_cpu_bound_duckdb_statement_frees_its_worker(
@@ -441,3 +453,15 @@ def test_kill_and_restart(emulator: LocalSnowflake) -> None:
         old.cursor().execute("select 1")
     with contextlib.suppress(Error):
         old.close()
+
+
+def test_system_wait_in_a_duckdb_statement_and_in_a_string(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    with connect(local_snowflake.connection_parameters) as conn:
+        cur = conn.cursor()
+        row = cur.execute(
+            "select 'select system$wait(' as text, 'it''s system$wait(1)' as other "
+            "where system$wait(0.01) is not null"
+        ).fetchone()
+        assert row == ("select system$wait(", "it's system$wait(1)")

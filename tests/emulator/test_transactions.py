@@ -16,6 +16,7 @@ from snowflake.connector.errors import Error
 
 from asyncsession.testing import LocalSnowflake
 from tests.conftest import connect
+from tests.emulator.raw import RawClient
 
 
 @pytest.fixture
@@ -224,3 +225,75 @@ def test_sessions_show_the_open_transaction(local_snowflake: LocalSnowflake) -> 
         assert str(local_snowflake.session(conn.session_id)["transaction_id"]) == txn
         conn.cursor().execute("commit")
         assert local_snowflake.session(conn.session_id)["transaction_id"] is None
+
+
+def test_autocommit_off_starts_a_transaction_at_the_first_dml(
+    two: tuple[Any, Any], table: str
+) -> None:
+    # Snowflake: with AUTOCOMMIT off, the first DML after a COMMIT or ROLLBACK implicitly
+    # starts a transaction; changing AUTOCOMMIT commits the open one.
+    a, b = two
+    a.autocommit(False)  # the connector sends ALTER SESSION SET autocommit=False
+    assert current_transaction(a) is None  # a query does not start one
+    a.cursor().execute(f"insert into {table} values (1)")
+    assert current_transaction(a) is not None
+    assert count(b, table) == 0
+    a.commit()
+    assert count(b, table) == 1
+    a.cursor().execute(f"insert into {table} values (2)")
+    a.rollback()
+    assert count(b, table) == 1
+    a.cursor().execute(f"insert into {table} values (3)")
+    a.autocommit(True)  # commits it
+    assert current_transaction(a) is None
+    assert count(b, table) == 2
+    a.cursor().execute(f"insert into {table} values (4)")  # autocommitted again
+    assert count(b, table) == 3
+
+
+def test_autocommit_off_at_login(local_snowflake: LocalSnowflake, table: str) -> None:
+    with connect(local_snowflake.connection_parameters, autocommit=False) as a:
+        a.cursor().execute(f"insert into {table} values (1)")
+        assert current_transaction(a) is not None
+        a.rollback()
+        assert count(a, table) == 0
+
+
+def test_logout_does_not_wait_for_a_statement_running_in_the_transaction(
+    local_snowflake: LocalSnowflake, table: str
+) -> None:
+    # Raw protocol: connector 4.x's close() skips the logout while async queries run.
+    raw = RawClient(local_snowflake.url)
+    assert raw.query("begin")["success"]
+    assert raw.query(f"insert into {table} values (1)")["success"]
+    qid = raw.query(
+        f"insert into {table} select 2 where system$wait(2) is not null", async_exec=True
+    )["data"]["queryId"]
+    local_snowflake.wait_until(lambda sf: sf.query(qid)["executing"])
+    raw.logout()
+    # The logout answered while the insert still ran (queries outlive a logout)...
+    assert local_snowflake.query(qid)["status"] == "RUNNING"
+    assert raw.session_id not in [s["session_id"] for s in local_snowflake.sessions()]
+    local_snowflake.wait_until(lambda sf: not sf.query(qid)["executing"], timeout=30)
+    # ...and the transaction it ran in was rolled back after it, not committed.
+    with connect(local_snowflake.connection_parameters) as b:
+        assert count(b, table) == 0
+
+
+def test_a_statement_waiting_for_the_transaction_can_be_aborted(
+    local_snowflake: LocalSnowflake, table: str
+) -> None:
+    with connect(local_snowflake.connection_parameters) as a:
+        a.cursor().execute("begin")
+        busy, waiting = a.cursor(), a.cursor()
+        busy.execute_async("select count(*) from (select 1) where system$wait(30) is not null")
+        local_snowflake.wait_until(lambda sf: sf.query(busy.sfqid)["executing"])
+        waiting.execute_async(f"insert into {table} values (1)")
+        assert local_snowflake.query(waiting.sfqid)["status"] == "RUNNING"  # queued behind
+        a.cursor().execute(f"select system$cancel_query('{waiting.sfqid}')")
+        assert local_snowflake.query(waiting.sfqid)["status"] == "ABORTED"
+        a.cursor().execute(f"select system$cancel_query('{busy.sfqid}')")
+        local_snowflake.wait_until(lambda sf: not sf.query(busy.sfqid)["executing"])
+        a.cursor().execute("rollback")  # the interrupted transaction still rolls back
+        assert count(a, table) == 0
+        assert current_transaction(a) is None

@@ -25,7 +25,7 @@ from asyncsession.testing import LocalSnowflake
 from tests.conftest import CONNECTOR_MAJOR, both_backends, until
 from tests.test_cancellation import session_for, wait_running
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.emulator_only]
 
 QUERY_REQUEST = "/queries/v1/query-request"
 

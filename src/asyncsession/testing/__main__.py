@@ -20,13 +20,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--connection-name", default="local", help="for the connections.toml section"
     )
+    parser.add_argument(
+        "--session-token-validity", type=float, default=3600.0, help="seconds (default 3600)"
+    )
+    parser.add_argument(
+        "--master-token-validity",
+        type=float,
+        default=14400.0,
+        help="seconds a session may stay idle (default 14400)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     # Ctrl-C and SIGTERM both just ask the loop below to end (no KeyboardInterrupt races).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with LocalSnowflake(port=args.port, latency_ms=args.latency_ms) as emulator:
+    with LocalSnowflake(
+        port=args.port,
+        latency_ms=args.latency_ms,
+        session_token_validity=args.session_token_validity,
+        master_token_validity=args.master_token_validity,
+    ) as emulator:
         print("Local Snowflake emulator running at", emulator.url)
         print("\nconnection parameters:")
         print(json.dumps(emulator.connection_parameters, indent=2))

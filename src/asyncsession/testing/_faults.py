@@ -21,9 +21,10 @@ from urllib.parse import parse_qs
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._engine import CHUNK_ROUTE
 from ._protocol import ADMIN_ROUTE
+from ._results import CHUNK_ROUTE
 
+QUERY_REQUEST_ROUTE = "/queries/v1/query-request"
 # A query id in a path: /queries/{qid}/..., /monitoring/queries//{qid}, chunks/{qid}/{n}.
 _QUERY_ID_IN_PATH = re.compile(
     r"(?:/queries/+|" + re.escape(CHUNK_ROUTE) + r"/)([0-9a-fA-F]{8}-[0-9a-fA-F-]{27})"
@@ -76,8 +77,9 @@ class Faults:
         _bump(self.fired_by_route, rule.route)
         if m := _QUERY_ID_IN_PATH.search(path):
             _bump(self.fired_by_query_id, m[1])
+        # A query-request's requestId is its query's (an abort-request's is its own).
         request_ids = parse_qs(query_string.decode("latin-1")).get("requestId")
-        if request_ids:
+        if request_ids and path.startswith(QUERY_REQUEST_ROUTE):
             _bump(self.fired_by_request_id, request_ids[0])
 
     def add(self, route: str, status: int | None, count: int | None) -> None:

@@ -3,6 +3,9 @@
 The server runs in its own process (its own Python, if need be: fakesnow needs
 connector 4.x, while the client under test may be 5.x). It dies with its launcher: it
 exits when its standard input closes, and ``atexit`` stops any still running.
+
+Over 400 lines because it is one thing: ``LocalSnowflake``, whose inspection and fault
+methods are thin, documented calls of the server's admin API (``_admin``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ class LocalSnowflake:
     ``with LocalSnowflake() as sf:`` (or ``async with``) starts it on a free port;
     ``sf.connection_parameters`` works for ``snowflake.connector.connect(**p)`` and for
     ``Session.builder.configs(p)``.
+
+    Inspection: ``queries()``, ``query(id)``, ``running_queries()``, ``sessions()``,
+    ``session(id)``, ``counters()``. Faults and server-side events: ``set_latency()``,
+    ``fail_next()``, ``blackhole()``, ``clear_faults()``, ``expire_tokens()``,
+    ``set_token_validity()``, ``delete_session()``, ``kill()``, ``restart()``.
     """
 
     def __init__(

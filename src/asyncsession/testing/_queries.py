@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from . import _statements
 from ._context import Emulator
-from ._engine import CHUNK_ROUTE, SSE_C_KEY, QueryFailed
+from ._engine import QueryFailed
 from ._http import BadRequest, bind, read_body, respond
 from ._protocol import (
     ASYNC_CODE,
@@ -29,6 +29,7 @@ from ._protocol import (
     in_progress,
     reply,
 )
+from ._results import CHUNK_ROUTE, SSE_C_KEY
 from ._sessions import session_of
 from ._state import FAILED, SUCCESS, Query, QueryError
 

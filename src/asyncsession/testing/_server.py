@@ -4,11 +4,13 @@ Run by ``LocalSnowflake`` as ``python -m asyncsession.testing._server``; it prin
 ``READY`` line with its port, and exits when its standard input closes (the launcher
 died), so no server outlives the process that started it.
 
-Where things live: wire constants and reply bodies in ``_protocol``; login, tokens and
-logout in ``_sessions``; the query lifecycle in ``_queries``; the statements answered
-without DuckDB in ``_statements`` (one entry each); query history in ``_history``; faults
-in ``_faults``; the admin API in ``_admin``; sessions' and queries' state in ``_state``;
-SQL on DuckDB in ``_engine``.
+Where things live: wire constants and reply bodies in ``_protocol``; login, tokens,
+heartbeats and logout in ``_sessions``; the query lifecycle in ``_queries``; the
+statements answered without DuckDB in ``_statements`` (one entry each); transactions in
+``_transactions``; query history in ``_history``; faults in ``_faults``; the admin API in
+``_admin``; sessions', queries' and tokens' state in ``_state``; SQL on DuckDB in
+``_engine`` and large results in ``_results``; the shared state in ``_context`` and HTTP
+plumbing in ``_http``.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ async def login(emu: Emulator, request: Request) -> Response:
     session.database, session.schema = session.engine.database, session.engine.schema
     params = data.get("SESSION_PARAMETERS") or {}
     if isinstance(params, dict):
-        for name in ("QUERY_TAG", "STATEMENT_TIMEOUT_IN_SECONDS"):
+        for name in ("QUERY_TAG", "STATEMENT_TIMEOUT_IN_SECONDS", "AUTOCOMMIT"):
             if name in params:
                 session.parameters[name] = params[name]
     return respond(
@@ -94,7 +94,7 @@ async def login(emu: Emulator, request: Request) -> Response:
                 "healthCheckInterval": 45,
                 "newClientForUpgrade": None,
                 "parameters": [
-                    {"name": "AUTOCOMMIT", "value": True},
+                    {"name": "AUTOCOMMIT", "value": session.autocommit},
                     {"name": "CLIENT_SESSION_KEEP_ALIVE_HEARTBEAT_FREQUENCY", "value": 3600},
                     {"name": "CLIENT_STAGE_ARRAY_BINDING_THRESHOLD", "value": 0},
                     {"name": "TIMEZONE", "value": "Etc/UTC"},
@@ -114,11 +114,20 @@ async def logout(emu: Emulator, request: Request) -> Response:
     session = session_of(emu, request)
     if request.query_params.get("delete", "").lower() == "true":
         emu.registry.delete_session(session)
-        # Queries keep running after logout, as on Snowflake (the client must abort them);
-        # an open transaction is rolled back (after a statement running in it ends).
-        await _transactions.roll_back(emu, session)
-        emu.release_engine_if_idle(session)
+        # Queries keep running after logout, as on Snowflake (the client must abort them).
+        # An open transaction is rolled back: now, or once the statement running in it
+        # ends (the logout does not wait for it).
+        txn = session.transaction
+        if txn is not None and txn.lock.locked():
+            emu.spawn(_roll_back_and_release(emu, session))
+        else:
+            await _roll_back_and_release(emu, session)
     return respond(reply())
+
+
+async def _roll_back_and_release(emu: Emulator, session: Session) -> None:
+    await _transactions.roll_back(emu, session)
+    emu.release_engine_if_idle(session)
 
 
 async def delete_session(emu: Emulator, session: Session) -> int:
@@ -129,8 +138,7 @@ async def delete_session(emu: Emulator, session: Session) -> int:
     """
     emu.registry.delete_session(session)
     aborted = sum(q.abort() for q in emu.registry.running(session.session_id))
-    await _transactions.roll_back(emu, session)
-    emu.release_engine_if_idle(session)
+    await _roll_back_and_release(emu, session)  # quick: its statements were interrupted
     return aborted
 
 

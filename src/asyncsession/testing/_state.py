@@ -167,6 +167,11 @@ class Session:
         return str(self.parameters.get("QUERY_TAG", ""))
 
     @property
+    def autocommit(self) -> bool:
+        value = self.parameters.get("AUTOCOMMIT", True)
+        return value if isinstance(value, bool) else str(value).upper() not in ("FALSE", "0")
+
+    @property
     def statement_timeout(self) -> float:
         return float(self.parameters.get("STATEMENT_TIMEOUT_IN_SECONDS", 0) or 0)
 
@@ -206,7 +211,7 @@ class Registry:
         master_token_validity: float = MASTER_TOKEN_VALIDITY,
     ) -> None:
         self._session_ids = itertools.count(1_000_001)
-        self._transaction_ids = itertools.count(int(time.time() * 1000) * 1000)
+        self._last_transaction_id = 0
         self.sessions: dict[int, Session] = {}
         self.by_token: dict[str, Session] = {}
         self.by_master_token: dict[str, Session] = {}
@@ -283,7 +288,9 @@ class Registry:
         self.by_master_token.pop(session.master_token, None)
 
     def new_transaction(self, name: str | None) -> Transaction:
-        return Transaction(transaction_id=next(self._transaction_ids), name=name)
+        # Snowflake: "a unique start time (includes milliseconds), which serves as the ID".
+        self._last_transaction_id = max(int(time.time() * 1000), self._last_transaction_id + 1)
+        return Transaction(transaction_id=self._last_transaction_id, name=name)
 
     # queries
     def new_query(

@@ -28,11 +28,14 @@ Handler = Callable[[Emulator, Query, "re.Match[str]"], Awaitable[dict[str, Any]]
 _END = r"\s*;?\s*$"
 # Session parameters we give meaning to; others are accepted and stored.
 INT_PARAMETERS = frozenset({"STATEMENT_TIMEOUT_IN_SECONDS", "LOCK_TIMEOUT"})
+BOOL_PARAMETERS = frozenset({"AUTOCOMMIT"})
 # Statement type ids the connector reads from a reply.
-SELECT_TYPE = 0x1000
 ALTER_SESSION_TYPE = 0x4000
 USE_TYPE = 0x4300
 TRANSACTION_TYPE = 0x5000  # TCL, as fakesnow answers BEGIN/COMMIT/ROLLBACK
+
+
+_DML = re.compile(r"^\s*(?:insert|update|delete|merge|truncate)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ async def execute(emu: Emulator, query: Query, bindings: Any) -> dict[str, Any]:
     for entry in STATEMENTS:
         if m := entry.pattern.match(query.sql_text):
             return await entry.handler(emu, query, m)
+    if not query.session.autocommit and _DML.match(query.sql_text):
+        # AUTOCOMMIT off: "the first DML statement after a COMMIT or ROLLBACK implicitly
+        # starts a transaction" (no-op while one is open).
+        await _transactions.begin(emu, query, None)
     sql_text, tables = _history.rewrite(emu.registry, query.session, query.sql_text)
 
     def run(pinned: bool) -> dict[str, Any]:
@@ -151,18 +158,32 @@ def _current(session: Session, what: str) -> Any:
 async def alter_session_set(emu: Emulator, query: Query, m: re.Match[str]) -> dict[str, Any]:
     name = m[1].upper()
     value = parse_literal(m[2])
-    if name in INT_PARAMETERS and not isinstance(value, int):
+    if (name in INT_PARAMETERS and not isinstance(value, int)) or (
+        name in BOOL_PARAMETERS and not isinstance(value, bool)
+    ):
         raise QueryFailed(
             QueryError(1008, f"invalid value [{m[2]}] for parameter '{name}'", "22023")
         )
-    query.session.parameters[name] = value
+    await _set_parameter(emu, query, name, value)
     return json_result("status", [STATUS_OK], ALTER_SESSION_TYPE)
 
 
 @statement(r"^\s*alter\s+session\s+unset\s+(\w+)")
 async def alter_session_unset(emu: Emulator, query: Query, m: re.Match[str]) -> dict[str, Any]:
-    query.session.parameters.pop(m[1].upper(), None)
+    await _set_parameter(emu, query, m[1].upper(), None)
     return json_result("status", [STATUS_OK], ALTER_SESSION_TYPE)
+
+
+async def _set_parameter(emu: Emulator, query: Query, name: str, value: Any) -> None:
+    session = query.session
+    was_autocommit = session.autocommit
+    if value is None:
+        session.parameters.pop(name, None)
+    else:
+        session.parameters[name] = value
+    if name == "AUTOCOMMIT" and session.autocommit != was_autocommit:
+        # "if the AUTOCOMMIT state changed ..., the currently executing transaction will COMMIT"
+        await _transactions.end(emu, query, session, commit=True)
 
 
 @statement(r"^\s*use\s+(warehouse|role)\s+(\"[^\"]+\"|[\w$]+)")
