@@ -114,6 +114,9 @@ class SessionEngine:
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: list[FakeSnowflakeConnection] = field(default_factory=list)
     pinned: FakeSnowflakeConnection | None = None
+    # Serialises ending the pinned transaction: a deleted session's rollback (in a worker)
+    # can meet close() (on the loop, when its last query ends) on the same connection.
+    ending: threading.Lock = field(default_factory=threading.Lock)
 
     def borrow(self) -> FakeSnowflakeConnection:
         with self.lock:
@@ -147,22 +150,23 @@ class SessionEngine:
         False when a COMMIT had to roll back: DuckDB aborts a whole transaction when one
         of its statements fails, where Snowflake rolls back only that statement.
         """
-        conn = self.pinned
-        if conn is None:
-            return True
-        committed = False
-        try:
-            if commit and not _aborted(conn):
-                conn._duck_conn.commit()
-                committed = True
-            else:
-                conn._duck_conn.rollback()
-        finally:
-            if not committed:
-                with contextlib.suppress(duckdb.Error):  # a failed COMMIT rolled back already
+        with self.ending:
+            conn = self.pinned
+            if conn is None:
+                return True
+            committed = False
+            try:
+                if commit and not _aborted(conn):
+                    conn._duck_conn.commit()
+                    committed = True
+                else:
                     conn._duck_conn.rollback()
-            self._unpin(conn)
-        return committed or not commit
+            finally:
+                if not committed:
+                    with contextlib.suppress(duckdb.Error):  # a failed COMMIT rolled back
+                        conn._duck_conn.rollback()
+                self._unpin(conn)
+            return committed or not commit
 
     def _unpin(self, conn: FakeSnowflakeConnection) -> None:
         conn._autocommit, conn._in_transaction = True, False
