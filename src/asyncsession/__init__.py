@@ -15,7 +15,7 @@ from ._errors import (
 )
 from ._job import AsyncJob
 from ._query import ResultStream, SqlQuery
-from ._registry import RunningQuery
+from ._registry import RunningQueries, RunningQuery
 from ._row import Row
 from ._session import AsyncSession, Session
 from ._transaction import Transaction
@@ -31,6 +31,7 @@ __all__ = [
     "QueryCancelledError",
     "ResultStream",
     "Row",
+    "RunningQueries",
     "RunningQuery",
     "Session",
     "SessionBuilder",
