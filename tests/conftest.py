@@ -1,27 +1,16 @@
+"""The suite's fixtures, and its end-of-test checks (no emulator process or worker thread
+outlives its test). Helpers to import are in ``tests/helpers.py``."""
+
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import anyio
 import pytest
-import snowflake.connector
 
-from asyncsession._driver import connector_major
 from asyncsession._threads import pool_threads, retire_idle_workers
 from asyncsession.testing import LocalSnowflake
 from asyncsession.testing._plugin import live_connection
-
-CONNECTOR_MAJOR = connector_major()
-
-
-def connect(params: dict[str, Any], **extra: Any) -> Any:
-    """A plain connector connection, quiet on both generations."""
-    kwargs = {**params, **extra}
-    if CONNECTOR_MAJOR >= 5:
-        kwargs.setdefault("enable_server_session_keep_alive_auto_detection", False)
-    return snowflake.connector.connect(**kwargs)
 
 
 @pytest.fixture
@@ -33,34 +22,9 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[LocalSnowflake]:
         yield sf
 
 
-def running_in_session(params: dict[str, Any], session_id: int) -> list[tuple[Any, ...]]:
-    """The queries of ``session_id`` still RUNNING, asked in SQL that works on a real account."""
-    with connect(params) as conn:
-        return list(
-            conn.cursor()
-            .execute(
-                "select query_id, query_text from table("
-                f"information_schema.query_history_by_session(session_id => {int(session_id)})) "
-                "where execution_status = 'RUNNING'"
-            )
-            .fetchall()
-        )
-
-
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "asyncio")
-
-
-both_backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)
-
-
-async def until(predicate: Any, deadline: float = 10.0) -> Any:
-    """Wait for ``predicate()`` to be truthy, polling, with a deadline (never a bare sleep)."""
-    with anyio.fail_after(deadline):
-        while not (value := predicate()):  # noqa: ASYNC110 - the state lives in another process or thread
-            await anyio.sleep(0.005)
-    return value
 
 
 @pytest.fixture(autouse=True)

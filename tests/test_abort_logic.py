@@ -19,7 +19,7 @@ import pytest
 from asyncsession._driver import Driver, QueryHandle
 from asyncsession._registry import QueryRegistry, RunningQuery
 from asyncsession._threads import WorkerCall
-from tests.conftest import until
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 

@@ -17,22 +17,11 @@ from snowflake.connector.errors import ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, running_in_session, until
+from tests.helpers import both_backends, running_in_session, session_for, until, wait_running
 
 pytestmark = [pytest.mark.anyio, both_backends]
 
 LONG = "select system$wait(30)"
-
-
-async def wait_running(sf: LocalSnowflake, session: AsyncSession, n: int) -> list[dict[str, Any]]:
-    """Wait (bounded) until the server runs ``n`` queries of this session."""
-
-    def mine() -> list[dict[str, Any]]:
-        running = [q for q in sf.running_queries() if q["session_id"] == session.session_id]
-        return running if len(running) >= n else []
-
-    result: list[dict[str, Any]] = await until(mine)
-    return result
 
 
 async def collect_until_cancelled(session: AsyncSession, sql: str = LONG) -> None:
@@ -46,10 +35,6 @@ async def collect_recording(session: AsyncSession, errors: list[BaseException]) 
         await session.sql(LONG).collect()
     except QueryCancelledError as e:
         errors.append(e)
-
-
-async def session_for(sf: LocalSnowflake, **options: Any) -> AsyncSession:
-    return await Session.builder.configs({**sf.connection_parameters, **options}).create()
 
 
 async def test_timeout_aborts_on_server_and_reraises(local_snowflake: LocalSnowflake) -> None:

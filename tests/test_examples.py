@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import running_in_session
+from tests.helpers import running_in_session
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -17,7 +17,7 @@ from asyncsession import AsyncSession, QueryCancelledError, Session
 from asyncsession._executor import DEFAULT_IO_THREADS
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, running_in_session, until
+from tests.helpers import both_backends, running_in_session, until
 
 pytestmark = [pytest.mark.anyio, both_backends]
 

@@ -31,7 +31,7 @@ from asyncsession.fastapi import (
     snowflake_lifespan,
 )
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, running_in_session, until
+from tests.helpers import both_backends, running_in_session, until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
 

@@ -23,7 +23,7 @@ from asyncsession.fastapi import (
     snowflake_lifespan,
 )
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 from tests.pool_support import builder_for, server_session_ids
 from tests.test_fastapi import (
     asgi_client,

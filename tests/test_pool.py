@@ -23,7 +23,7 @@ from asyncsession import (
     TooManyRequests,
 )
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 from tests.pool_support import (
     builder_for,
     queries_of,

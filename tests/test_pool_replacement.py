@@ -14,7 +14,7 @@ import pytest
 from snowflake.connector.errors import DatabaseError
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 from tests.pool_support import builder_for, queries_of, server_session_ids
 
 # ---- dead sessions, health checks, lifetimes -------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from asyncsession import AsyncSession, ResultStream, Row, Session
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import until
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 

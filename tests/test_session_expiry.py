@@ -13,7 +13,7 @@ from asyncsession import Session, SessionExpiredError
 from asyncsession._builder import _connect_kwargs
 from asyncsession._config import ResolvedConfig
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from snowflake.connector.errors import ProgrammingError
 from asyncsession import AsyncSession, Session
 from asyncsession._statement_options import StatementOptions, statement_options
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends
+from tests.helpers import both_backends
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from asyncsession._threads import (
     run_blocking,
     worker_threads,
 )
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 
 pytestmark = [pytest.mark.anyio, both_backends]
 

@@ -17,7 +17,7 @@ from asyncsession import (
     TransactionError,
 )
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, connect, until
+from tests.helpers import both_backends, connect, until
 
 pytestmark = pytest.mark.anyio
 

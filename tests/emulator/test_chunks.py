@@ -20,8 +20,8 @@ import pyarrow as pa
 import pytest
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import connect
 from tests.emulator.raw import RawClient
+from tests.helpers import connect
 
 # Tests of the emulator itself.
 pytestmark = pytest.mark.emulator_only
@@ -185,7 +185,7 @@ def test_chunk_store_drops_trimmed_and_expired_results(local_snowflake: LocalSno
 
 _MEMORY_SCRIPT = """
 import json, sys
-from tests.conftest import connect
+from tests.helpers import connect
 
 def peak_rss():
     with open("/proc/self/status") as status:

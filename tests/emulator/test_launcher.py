@@ -14,8 +14,8 @@ import pytest
 
 from asyncsession import Session
 from asyncsession.testing import EmulatorError, LocalSnowflake
-from tests.conftest import connect
 from tests.emulator.raw import RawClient
+from tests.helpers import connect
 
 # Tests of the emulator itself.
 pytestmark = pytest.mark.emulator_only

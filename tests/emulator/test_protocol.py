@@ -13,8 +13,8 @@ import pytest
 from snowflake.connector.errors import DatabaseError, Error, ProgrammingError
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
+from tests.helpers import CONNECTOR_MAJOR, connect
 
 # Tests of the emulator itself.
 pytestmark = pytest.mark.emulator_only

@@ -7,7 +7,7 @@ import pytest
 from snowflake.connector.errors import ProgrammingError
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import connect
+from tests.helpers import connect
 
 
 def tag_in_history(cur: object, query_id: str) -> str:

@@ -20,8 +20,8 @@ import pytest
 from snowflake.connector.errors import DatabaseError, Error
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import CONNECTOR_MAJOR, connect
 from tests.emulator.raw import RawClient
+from tests.helpers import CONNECTOR_MAJOR, connect
 
 # 5.2 raises ReauthenticationRequest (a ProgrammingError, so a DatabaseError) for 390114
 # and warns that its base class will change.

@@ -15,8 +15,8 @@ import pytest
 from snowflake.connector.errors import Error
 
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import connect
 from tests.emulator.raw import RawClient
+from tests.helpers import connect
 
 
 @pytest.fixture

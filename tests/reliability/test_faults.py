@@ -22,8 +22,7 @@ from snowflake.connector.errors import (
 
 from asyncsession import AsyncSession, QueryCancelledError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import CONNECTOR_MAJOR, both_backends, until
-from tests.test_cancellation import session_for, wait_running
+from tests.helpers import CONNECTOR_MAJOR, both_backends, session_for, until, wait_running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.emulator_only]
 

@@ -12,7 +12,7 @@ import pytest
 from asyncsession import Session
 from asyncsession._executor import CONTROL_THREADS, DEFAULT_IO_THREADS
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends
+from tests.helpers import both_backends
 
 pytestmark = [pytest.mark.anyio, both_backends]
 

@@ -31,7 +31,7 @@ from asyncsession import (
     SessionPool,
 )
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 from tests.pool_support import builder_for
 from tests.reliability.test_random_cancellation import seed_from_env
 

@@ -31,7 +31,7 @@ import pytest
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 
 pytestmark = pytest.mark.anyio
 

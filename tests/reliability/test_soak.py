@@ -54,7 +54,7 @@ from benchmarks.probes import (
 from benchmarks.soak import report
 from benchmarks.soak.report import Problems, Sample, Tally, WarningCounter, rss_trend, sample_now
 from benchmarks.soak.workload import Soak, seed_from_env
-from tests.conftest import both_backends, until
+from tests.helpers import both_backends, until
 
 pytestmark = [
     pytest.mark.anyio,

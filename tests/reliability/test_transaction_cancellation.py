@@ -24,7 +24,7 @@ import pytest
 
 from asyncsession import AsyncSession, Session
 from asyncsession.testing import LocalSnowflake
-from tests.conftest import both_backends, connect, until
+from tests.helpers import both_backends, connect, until
 from tests.reliability.test_random_cancellation import checkpoints, mine_running, seed_from_env
 
 pytestmark = pytest.mark.anyio
