@@ -205,16 +205,12 @@ class QueryRunner:
         driver.prepare(query)
 
         def work() -> T:
-            cursor = connection.cursor()
-            try:
-                driver.execute(cursor, query, params, statement_params)
-                result = consume(cursor)
-            except BaseException:
-                cursor.close()
-                raise
-            if not keep_cursor:
-                cursor.close()
-            return result
+            return _on_cursor(
+                connection,
+                lambda cursor: driver.execute(cursor, query, params, statement_params),
+                consume,
+                keep_cursor,
+            )
 
         try:
             return await self.registry.run(query, WorkerCall(work), self._sync_threads)
@@ -266,16 +262,12 @@ class QueryRunner:
         assert query_id is not None
 
         def fetch() -> T:
-            cursor = connection.cursor()
-            try:
-                driver.fetch_result(cursor, query_id)
-                result = consume(cursor)
-            except BaseException:
-                cursor.close()
-                raise
-            if not keep_cursor:
-                cursor.close()
-            return result
+            return _on_cursor(
+                connection,
+                lambda cursor: driver.fetch_result(cursor, query_id),
+                consume,
+                keep_cursor,
+            )
 
         try:
             return await self.registry.run(query, WorkerCall(fetch), self._io)
@@ -389,3 +381,20 @@ class QueryRunner:
 
     async def abort_all(self, reason: str) -> int:
         return await self.registry.abort_all(reason)
+
+
+def _on_cursor(
+    connection: Any, load: Callable[[Any], object], consume: Callable[[Any], T], keep: bool
+) -> T:
+    """In a worker: a new cursor, ``load`` a result into it, ``consume`` it; closed unless
+    ``keep`` (a stream goes on reading it), and always on failure."""
+    cursor = connection.cursor()
+    try:
+        load(cursor)
+        result = consume(cursor)
+    except BaseException:
+        cursor.close()
+        raise
+    if not keep:
+        cursor.close()
+    return result
