@@ -1,13 +1,15 @@
-"""What differs between connector generations: connecting, and a query another thread can abort.
+"""What differs between connector generations, behind one typed ``Driver`` protocol.
 
-Both drivers run a query with one round trip (a plain synchronous ``execute`` in a
-worker thread) and abort it by *request id*, which exists before the query id does:
+The executor (``_executor``) runs a query either with one round trip (a synchronous
+``execute`` in a worker thread, aborted by *request id*, which exists before the query
+id does) or submitted with ``asyncExec`` (query id at once, aborted by it):
 
 - 4.x lets the caller choose the request id (``_statement_params={"requestId": …}``) and
-  aborts with ``connection._cancel_query(sql, request_id)``.
+  aborts with what ``connection._cancel_query(sql, request_id)`` sends; its retries of a
+  failing request are bounded by ``_backoff``.
 - 5.x generates the request id in its Rust core and logs it on the calling thread before
-  sending the request; we capture that log record, and post the abort through the
-  core's own HTTP client.
+  sending the request; we capture that log record (for the one-round-trip path only),
+  and post the abort through the core's own HTTP client.
 
 Everything here is blocking and runs in worker threads (see ``_threads``).
 """
@@ -19,26 +21,22 @@ import importlib.metadata
 import json
 import logging
 import re
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import snowflake.connector
-from snowflake.connector.errors import InterfaceError, OperationalError, ProgrammingError
+from snowflake.connector.errors import InterfaceError, ProgrammingError
 
+from ._backoff import bounded_backoff_policy
 from ._errors import CANCELED_ERRNO
 
 logger = logging.getLogger("asyncsession")
 
 #: How long the connector may retry posting one abort before giving up.
 ABORT_RETRY_SECONDS = 30
-
-#: 4.x's errno for a request that could not be made (``errorcode.ER_FAILED_TO_REQUEST``;
-#: that module is gone in 5.x).
-ER_FAILED_TO_REQUEST = 250003
 
 #: Attempts of one failing request before the call raises (5.x's own default for its
 #: ``retry_max_attempts``; 4.x has no such bound, so the 4.x driver adds it).
@@ -197,53 +195,6 @@ class _Common:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "''")
-
-
-class _BoundedBackoff:
-    """A 4.x backoff iterator that ends the connector's retries of one request.
-
-    4.x retries a failing request (connection refused, 5xx) until ``network_timeout``,
-    which is infinite by default and, when set, is also a time limit on every query. Its
-    retry loop asks the connection's ``backoff_policy`` for one iterator per request and
-    calls ``next()`` once as the request starts, then once per failed attempt before the
-    next one: raising from ``next()`` ends the loop with that error.
-    """
-
-    def __init__(self, inner: Iterator[Any], max_attempts: int) -> None:
-        self._inner = inner
-        self._max_attempts = max_attempts
-        self._calls = 0
-
-    def __iter__(self) -> _BoundedBackoff:
-        return self
-
-    def __next__(self) -> Any:
-        self._calls += 1
-        if self._calls > self._max_attempts:
-            raise _gave_up(self._max_attempts, sys.exc_info()[1])
-        if self._calls == self._max_attempts:
-            return 0  # no sleep before the failure that ends the loop
-        return next(self._inner)
-
-
-def _gave_up(attempts: int, handled: BaseException | None) -> OperationalError:
-    # The connector calls next() while handling its RetryRequest(cause).
-    cause = handled.args[0] if handled is not None and handled.args else handled
-    reason = f": {cause}" if cause is not None else ""
-    return OperationalError(
-        msg=f"request failed after {attempts} attempts{reason} "
-        "(asyncsession option 'retry_max_attempts' sets how many)",
-        errno=ER_FAILED_TO_REQUEST,
-    )
-
-
-def bounded_backoff_policy(
-    policy: Callable[[], Iterator[Any]], max_attempts: int
-) -> Callable[[], Iterator[Any]]:
-    def make() -> Iterator[Any]:
-        return _BoundedBackoff(policy(), max_attempts)
-
-    return make
 
 
 class Connector4(_Common):
