@@ -244,6 +244,11 @@ class QueryRegistry:
                         await self._post_abort(query)
                 elif query.abort_answered is not None:
                     await query.abort_answered.wait()  # posted by an earlier aborter
+                if first and query.abort_answered is not None:
+                    # Answered: tell later aborters now, not after the drain below, which
+                    # waits for the query's awaiter, which may be such a later aborter
+                    # (cancelled itself) waiting for this answer.
+                    query.abort_answered.set()
                 if query.wake is not None:
                     query.wake.set()
                 await self._drain(query, by_awaiter)
