@@ -265,3 +265,30 @@ async def test_a_cancelled_awaiter_aborts_and_does_not_wait_for_itself() -> None
         assert await registry.abort(query, "cancelled", by_awaiter=True)
     assert driver.requests == [("abort", "qid-2")]
     assert not registry.is_tracked(query)
+
+
+async def test_a_later_aborter_awaiting_the_query_does_not_deadlock_the_first() -> None:
+    # The first aborter drains until the query's awaiter is done; that awaiter, cancelled
+    # itself, is a later aborter waiting for the first one's answer: it must get it first.
+    driver = FakeDriver()
+    registry = registry_for(driver, cancel_timeout=5.0)
+    query = registry.add("submitted")
+    query.query_id = "qid-3"
+    query.awaited = True
+    query.wake = anyio.Event()
+    driver.running.add("qid-3")
+    wake = query.wake
+
+    async def awaiter_cancelled_meanwhile() -> None:
+        await wake.wait()
+        try:
+            await registry.abort(query, "cancelled", by_awaiter=True)
+        finally:
+            query.awaited = False
+            registry.discard(query)
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(awaiter_cancelled_meanwhile)
+            assert await registry.abort(query, "cancel_all()")
+    assert driver.requests == [("abort", "qid-3")]
