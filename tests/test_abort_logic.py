@@ -292,3 +292,47 @@ async def test_a_later_aborter_awaiting_the_query_does_not_deadlock_the_first() 
             tg.start_soon(awaiter_cancelled_meanwhile)
             assert await registry.abort(query, "cancel_all()")
     assert driver.requests == [("abort", "qid-3")]
+
+
+class BlockingBulkDriver(FakeDriver):
+    """Its SYSTEM$CANCEL_ALL_QUERIES is answered when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bulk_sent = threading.Event()
+        self.bulk_answer = threading.Event()
+
+    def cancel_session(self, connection: Any) -> None:
+        self.bulk_sent.set()
+        self.bulk_answer.wait(10)
+        super().cancel_session(connection)
+
+
+async def test_a_604_of_a_query_started_while_the_bulk_cancel_was_out_is_ours() -> None:
+    from snowflake.connector.errors import ProgrammingError
+
+    from asyncsession import QueryCancelledError
+
+    driver = BlockingBulkDriver()
+    registry = registry_for(driver)
+    canceled = ProgrammingError(msg="SQL execution canceled", errno=604)
+    async with anyio.create_task_group() as tg:
+        await start_running(tg, registry, driver, "a")
+        await start_running(tg, registry, driver, "b")
+        tg.start_soon(registry.abort_all, "cancel_all()")
+        await until(driver.bulk_sent.is_set)
+        concurrent = registry.add("started meanwhile")  # not in the aborted snapshot
+        driver.bulk_answer.set()
+
+        def stopped_by_the_bulk_cancel() -> None:
+            raise canceled
+
+        with pytest.raises(QueryCancelledError) as caught:
+            await registry.run(
+                concurrent, WorkerCall(stopped_by_the_bulk_cancel), anyio.CapacityLimiter(1)
+            )
+        registry.discard(concurrent)
+    assert caught.value.reason == "cancel_all()"
+    after = registry.add("started after the answer")
+    assert registry.cancelled_by_us(after, canceled) is None
+    registry.discard(after)

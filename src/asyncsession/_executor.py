@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
-from snowflake.connector.errors import Error, ProgrammingError
+from snowflake.connector.errors import Error
 
 from ._driver import Driver
-from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError, TransactionError
+from ._errors import QueryCancelledError, SessionClosedError, TransactionError
 from ._poller import DEFAULT_POLL_RATE, StatusPoller
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
 from ._state import SessionState, classify
@@ -295,10 +295,10 @@ class QueryRunner:
 
     def translate(self, query: RunningQuery, error: Error, operation: str) -> Exception:
         """Our error for a query aborted by us, or whose session was closed under it."""
-        reason = query.cancel_reason
-        if reason is not None and (
-            (isinstance(error, ProgrammingError) and error.errno == CANCELED_ERRNO) or self.closed
-        ):
+        reason = self.registry.cancelled_by_us(query, error)
+        if reason is None and self.closed:
+            reason = query.cancel_reason
+        if reason is not None:
             return QueryCancelledError(query.query_id, reason)
         if self.closed:
             return SessionClosedError(operation)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from snowflake.connector.errors import Error
 
-from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionClosedError
+from ._errors import QueryCancelledError, SessionClosedError
 from ._registry import RunningQuery
 from ._row import Row
 
@@ -119,9 +119,11 @@ class AsyncJob:
         """Our error for a job aborted by us, whose session was closed under it, or died."""
         if isinstance(error, QueryCancelledError):
             return error
-        reason = self._query.cancel_reason
         closed = self._runner.closed
-        if reason is not None and (error.errno == CANCELED_ERRNO or closed):
+        reason = self._runner.registry.cancelled_by_us(self._query, error)
+        if reason is None and closed:
+            reason = self._query.cancel_reason
+        if reason is not None:
             return QueryCancelledError(self._query_id, reason)
         if closed:
             return SessionClosedError("wait for a job")

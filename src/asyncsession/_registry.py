@@ -10,7 +10,8 @@ at once), else by request id (a one-round-trip query still in flight). ``cancel_
 and ``aclose()`` with several queries out first send one
 ``SYSTEM$CANCEL_ALL_QUERIES(<session>)``, then confirm each query: a worker that drains
 within a short grace, or a status that says it ended; only what is not confirmed gets an
-abort of its own.
+abort of its own. A query that starts while that request is out may be stopped by it
+too: its 604 reaches its awaiter as ``QueryCancelledError`` with the same reason.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class RunningQuery:
     started_at: float = field(default_factory=time.time)
     #: Why we aborted it, once we have: "cancelled", "job.cancel()", "cancel_all()", "aclose()".
     cancel_reason: str | None = field(default=None, repr=False)
+    #: Why a SYSTEM$CANCEL_ALL_QUERIES went out while it was in flight, if one did: it may
+    #: have stopped this query too (one that started after the snapshot being aborted).
+    bulk_reason: str | None = field(default=None, repr=False)
     request_id_known: threading.Event = field(default_factory=threading.Event, repr=False)
     #: The worker call in flight for it now (the execute, the submission, a status or
     #: result fetch), if any: an abort waits for it to drain.
@@ -120,16 +124,25 @@ class QueryRegistry:
         self._control = control_limiter
         self.cancel_timeout = cancel_timeout
         self._running: dict[int, RunningQuery] = {}
+        #: The SYSTEM$CANCEL_ALL_QUERIES calls sent (or abandoned) and not yet returned.
+        self._bulk_calls: list[tuple[str, WorkerCall[None]]] = []
 
     # ---- bookkeeping -------------------------------------------------------------
     def add(self, sql_text: str, *, query_id: str | None = None) -> RunningQuery:
         query = RunningQuery(sql_text, query_id=query_id)
-        self._running[id(query)] = query
+        self.track(query)
         return query
 
     def track(self, query: RunningQuery) -> None:
         """Track ``query`` (again): a submission goes on as its job, the same object."""
+        if query.bulk_reason is None:
+            query.bulk_reason = self._bulk_cancel_out()
         self._running[id(query)] = query
+
+    def _bulk_cancel_out(self) -> str | None:
+        """The reason of a SYSTEM$CANCEL_ALL_QUERIES still out, if one is."""
+        self._bulk_calls = [(r, c) for r, c in self._bulk_calls if not c.is_finished]
+        return self._bulk_calls[-1][0] if self._bulk_calls else None
 
     def discard(self, query: RunningQuery) -> None:
         self._running.pop(id(query), None)
@@ -170,8 +183,21 @@ class QueryRegistry:
 
     def raise_if_cancelled(self, query: RunningQuery, error: ProgrammingError) -> None:
         """Our QueryCancelledError for a 604 that one of our aborts caused."""
-        if query.cancel_reason is not None and error.errno == CANCELED_ERRNO:
-            raise QueryCancelledError(query.query_id, query.cancel_reason) from error
+        reason = self.cancelled_by_us(query, error)
+        if reason is not None:
+            raise QueryCancelledError(query.query_id, reason) from error
+
+    @staticmethod
+    def cancelled_by_us(query: RunningQuery, error: Error) -> str | None:
+        """Why, if ``error`` is a 604 that one of our aborts may have caused.
+
+        Ours if we aborted the query, or if a SYSTEM$CANCEL_ALL_QUERIES of its session
+        went out while it was in flight (not aborted by us otherwise, it was stopped all
+        the same).
+        """
+        if error.errno != CANCELED_ERRNO:
+            return None
+        return query.cancel_reason or query.bulk_reason
 
     def translate(self, error: Error) -> Error:
         """The error a query's awaiter sees: ``SessionExpiredError`` for a dead session."""
@@ -265,7 +291,7 @@ class QueryRegistry:
             if bulk and len(firsts) >= BULK_ABORT_MIN:
                 # Bounded to half the budget: the per-query aborts need the rest if it is lost.
                 with anyio.move_on_after(self.cancel_timeout / 2):
-                    grace = await self._cancel_session()
+                    grace = await self._cancel_session(reason)
             async with anyio.create_task_group() as tg:
                 for query in queries:
                     tg.start_soon(abort_one, query)
@@ -301,15 +327,24 @@ class QueryRegistry:
             # Aborted, and no worker or other task of ours will discard it (a job).
             self.discard(query)
 
-    async def _cancel_session(self) -> float | None:
+    async def _cancel_session(self, reason: str) -> float | None:
         """One SYSTEM$CANCEL_ALL_QUERIES; the grace a drain then gets, or None if it failed."""
         connection = self._connection()
         started = time.monotonic()
+        # Every query tracked from before the request leaves until its thread returns (an
+        # abandoned call's too) is marked: a 604 it causes reaches it as QueryCancelledError.
+        for query in self._running.values():
+            if query.bulk_reason is None:
+                query.bulk_reason = reason
+        call: WorkerCall[None] = WorkerCall(lambda: self._driver.cancel_session(connection))
+        self._bulk_calls.append((reason, call))
         try:
-            await WorkerCall(lambda: self._driver.cancel_session(connection)).start(self._control)
+            await call.start(self._control)
         except Exception as e:
             logger.debug("SYSTEM$CANCEL_ALL_QUERIES failed (%s): aborting one by one", e)
             return None
+        finally:
+            call.skip_if_not_started()  # given up on before a thread took it: never sent
         return 2 * (time.monotonic() - started) + BULK_GRACE_SECONDS
 
     async def _confirmed_by_bulk(self, query: RunningQuery, grace: float) -> bool:
