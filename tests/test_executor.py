@@ -146,3 +146,19 @@ async def test_idle_jobs_share_one_paced_poller(local_snowflake: LocalSnowflake)
         assert runner.poller.requests - before <= runner.poller.rate * 0.5 + len(jobs) + 5
         for job in jobs:
             assert local_snowflake.query(job.query_id)["status"] == "ABORTED"
+
+
+async def test_a_failed_status_request_reaches_the_waiter_bare() -> None:
+    # Our own logic only (no server): the poller's error must not come wrapped in an
+    # ExceptionGroup, or the waiter's translation (closed session, 604) never sees it.
+    from snowflake.connector.errors import DatabaseError
+
+    from asyncsession._poller import StatusPoller
+    from asyncsession._registry import RunningQuery
+
+    async def status(query_id: str) -> tuple[str, bool]:
+        raise DatabaseError(msg="Connection is closed", errno=250002)
+
+    query = RunningQuery("select 1", query_id="qid-1")
+    with pytest.raises(DatabaseError, match="Connection is closed"):
+        await StatusPoller(status).wait(query)

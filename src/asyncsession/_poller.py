@@ -91,10 +91,16 @@ class StatusPoller:
         its turn; a status request given up on finishes in its thread, unread.
         """
         seen: tuple[str, bool] | None = None
+        failed: Exception | None = None
 
         async def look() -> None:
-            nonlocal seen
-            seen = await self.status(query_id)
+            nonlocal seen, failed
+            try:
+                seen = await self.status(query_id)
+            except Exception as e:
+                # Raised below, bare: out of the task group it would be an ExceptionGroup,
+                # which the waiter's translation (a closed session, a 604) does not catch.
+                failed = e
             tg.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -104,4 +110,6 @@ class StatusPoller:
         async with anyio.create_task_group() as tg:
             tg.start_soon(look)
             tg.start_soon(watch)
+        if failed is not None:
+            raise failed
         return seen
