@@ -336,3 +336,24 @@ async def test_a_604_of_a_query_started_while_the_bulk_cancel_was_out_is_ours() 
     after = registry.add("started after the answer")
     assert registry.cancelled_by_us(after, canceled) is None
     registry.discard(after)
+
+
+class BulkStoppedAbortDriver(FakeDriver):
+    """Its first abort by query id is stopped (604) by another SYSTEM$CANCEL_ALL_QUERIES."""
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        from snowflake.connector.errors import ProgrammingError
+
+        if not any(kind == "abort" for kind in self.kinds()):
+            self._record("abort", handle.query_id)
+            raise ProgrammingError(msg="SQL execution canceled", errno=604)
+        super().abort(connection, handle)
+
+
+async def test_an_abort_statement_stopped_by_a_bulk_cancel_is_sent_again() -> None:
+    driver = BulkStoppedAbortDriver()
+    registry = registry_for(driver)
+    query = registry.add("<query j>", query_id="qid-4")
+    driver.running.add("qid-4")
+    assert await registry.abort(query, "job.cancel()")
+    assert driver.requests == [("abort", "qid-4"), ("abort", "qid-4")]

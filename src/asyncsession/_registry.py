@@ -366,5 +366,11 @@ class QueryRegistry:
 
     async def _post_abort(self, query: RunningQuery) -> None:
         connection = self._connection()
-        call = WorkerCall(lambda: self._driver.abort(connection, query))
-        await call.start(self._control)
+        try:
+            await WorkerCall(lambda: self._driver.abort(connection, query)).start(self._control)
+        except ProgrammingError as e:
+            if e.errno != CANCELED_ERRNO:
+                raise
+            # By query id the abort is a statement of the session itself: a concurrent
+            # SYSTEM$CANCEL_ALL_QUERIES (another cancel_all()/aclose()) may stop it. Again.
+            await WorkerCall(lambda: self._driver.abort(connection, query)).start(self._control)
