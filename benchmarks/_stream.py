@@ -49,6 +49,10 @@ def main(mode: str, rows: int, params: dict[str, Any]) -> dict[str, Any]:
                     async with query.to_local_iterator(batch_rows=BATCH_ROWS) as stream:
                         async for _row in stream:
                             n += 1
+                elif mode == "asyncsession to_row_batches":
+                    async with query.to_row_batches(batch_rows=BATCH_ROWS) as batches:
+                        async for batch in batches:
+                            n += len(batch)  # as the raw fetchmany loop counts
                 else:
                     async with query.to_arrow_batches() as stream:
                         async for table in stream:

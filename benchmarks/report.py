@@ -168,6 +168,31 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         L.append("")
         L += table(["peer", "wall / raw", "wall / aio", "wall s", "extra threads"], rows)
 
+    for name, title in (
+        ("fanout_large", "## 2b. Fan-out at scale: 1,000 x `SYSTEM$WAIT(1)` on one session"),
+        ("stress", "## 2c. Stress (slow profile): 10,000 x `SYSTEM$WAIT(2)` on one session"),
+    ):
+        present = [(gen, run) for gen, run in runs if run["scenarios"].get(name)]
+        if not present:
+            continue
+        L += [
+            title,
+            "",
+            "Threads as in section 2; loop lag as in section 4; server overlap = the most "
+            "queries the emulator ran at once.",
+            "",
+        ]
+        for gen, run in present:
+            sc = run["scenarios"][name]
+            keys = list(next(iter(sc["peers"].values())))
+            rows = [
+                [peer, *(fmt(metric(run, name, peer, k), 2) for k in keys)] for peer in sc["peers"]
+            ]
+            p = sc["params"]
+            L.append(f"**{gen}** ({p['queries']} x `SYSTEM$WAIT({p['wait_s']:g})`)")
+            L.append("")
+            L += table(["peer", *keys], rows)
+
     L += [
         "## 3. Cancelling an await of a running `SYSTEM$WAIT(30)`",
         "",

@@ -44,13 +44,19 @@ def all_scenarios() -> dict[str, Any]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    SCENARIOS = all_scenarios()
+    from benchmarks.scenarios import SLOW_SCENARIOS
 
+    SCENARIOS = all_scenarios()
+    default = [name for name in SCENARIOS if name not in SLOW_SCENARIOS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected per-request latency")
     p.add_argument("--repeat", type=int, default=3, help="repeats per measurement (median)")
     p.add_argument("--quick", action="store_true", help="minimal sizes (CI)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(default),
+        help=f"comma-separated subset; the slow profile adds {','.join(SLOW_SCENARIOS)}",
+    )
     p.add_argument(
         "--generations", default="4,5", help="'4,5', '4', '5' or 'current' (this interpreter)"
     )

@@ -30,7 +30,7 @@ import snowflake.connector.errors
 from asyncsession import Session
 from asyncsession._driver import connector_major
 from asyncsession._threads import retire_idle_workers
-from benchmarks.probes import ThreadSampler, os_threads
+from benchmarks.probes import ThreadSampler, os_threads, proc_status_kb
 
 CONNECTOR_VERSION = importlib.metadata.version("snowflake-connector-python")
 GENERATION = connector_major()
@@ -539,9 +539,17 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
                     await anyio.to_thread.run_sync(wait_running, ctx, ACLOSE_SQL, n, before, 30.0)
                 )
                 t0 = time.time()
-                await session.aclose()
-                res["close_returned_ms"] = (time.time() - t0) * 1000
-                res["server_zero_ms"] = await anyio.to_thread.run_sync(until_zero, t0)
+                zero: list[float | None] = []
+
+                async def watch() -> None:
+                    # Watched while aclose() runs: the server may be at 0 before it returns.
+                    zero.append(await anyio.to_thread.run_sync(until_zero, t0))
+
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(watch)
+                    await session.aclose()
+                    res["close_returned_ms"] = (time.time() - t0) * 1000
+                res["server_zero_ms"] = zero[0]
         else:
             import asyncio
 
@@ -558,8 +566,8 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
             t0 = time.time()
             await conn.close()
             res["close_returned_ms"] = (time.time() - t0) * 1000
-            zero = await anyio.to_thread.run_sync(lambda: until_zero_deadline(t0))
-            res["server_zero_ms"] = zero
+            aio_zero = await anyio.to_thread.run_sync(lambda: until_zero_deadline(t0))
+            res["server_zero_ms"] = aio_zero
             await anyio.to_thread.run_sync(server_cleanup, ctx, qids)
             for task in tasks:
                 task.cancel()
@@ -583,6 +591,7 @@ def _aclose_once(ctx: Context, peer: str, n: int) -> dict[str, Any]:
 STREAM_MODES: tuple[str, ...] = (
     "raw fetchmany",
     "asyncsession to_local_iterator",
+    "asyncsession to_row_batches",
     "raw fetch_arrow_batches",
 )
 STREAM_MODES += ("asyncsession to_arrow_batches",)
@@ -654,7 +663,62 @@ def _import_samples(n: int, env: dict[str, str], out: dict[str, dict[str, list[f
             out[name]["wall_ms"].append(percentile(samples[name], 0.5))
 
 
+def _server_overlap(ctx: Context, since: float) -> int:
+    """Peak number of queries the emulator ran at once among those started after ``since``."""
+    events: list[tuple[float, int]] = []
+    for q in ctx.emulator.queries():
+        start, end = q.get("start_time"), q.get("end_time")
+        if start is None or start < since or "system$wait" not in q.get("sql_text", "").lower():
+            continue
+        events.append((start, 1))
+        events.append((end if end else time.time(), -1))
+    peak = current = 0
+    for _, step in sorted(events):
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def scenario_fanout_large(ctx: Context, repeat: int) -> dict[str, Any]:
+    """1,000 x SYSTEM$WAIT(1) on one session: wall, threads, loop lag, server-side overlap."""
+    n = 1000 if ctx.sizes.fanout >= 200 else ctx.sizes.fanout
+    wait_s = ctx.sizes.fanout_wait
+    names = [ASYNCSESSION] + ([AIO] if GENERATION >= 5 else [])
+    out: dict[str, dict[str, list[float]]] = {p: {} for p in names}
+    for _ in range(repeat):
+        for peer in names:
+            since = time.time()
+            res = fanout_once(ctx, peer, n, wait_s, tick=True)
+            res["server_overlap"] = _server_overlap(ctx, since)
+            for key in ("wall_s", "extra_threads", "lag_p99_ms", "lag_max_ms", "server_overlap"):
+                out[peer].setdefault(key, []).append(res[key])
+    return {"params": {"queries": n, "wait_s": wait_s}, "peers": out}
+
+
+def scenario_stress(ctx: Context, repeat: int) -> dict[str, Any]:
+    """Slow profile: 10,000 x SYSTEM$WAIT(2) on one session; threads, RSS, nothing left."""
+    n = 10_000 if ctx.sizes.fanout >= 200 else 50
+    rss_before = proc_status_kb("VmRSS") / 1024
+    since = time.time()
+    res = fanout_once(ctx, ASYNCSESSION, n, 2.0 if n > 50 else 0.05, tick=True)
+    left = [q for q in ctx.emulator.running_queries() if q.get("start_time", 0) >= since]
+    out = {
+        "wall_s": [res["wall_s"]],
+        "extra_threads": [res["extra_threads"]],
+        "lag_max_ms": [res["lag_max_ms"]],
+        "rss_growth_mb": [proc_status_kb("VmRSS") / 1024 - rss_before],
+        "left_running": [float(len(left))],
+        "server_overlap": [float(_server_overlap(ctx, since))],
+    }
+    return {"params": {"queries": n, "wait_s": 2.0}, "peers": {ASYNCSESSION: out}}
+
+
+#: Run only when named (``--scenarios stress``): the slow profile.
+SLOW_SCENARIOS = ("stress",)
+
 SCENARIOS: dict[str, Callable[[Context, int], dict[str, Any]]] = {
+    "fanout_large": scenario_fanout_large,
+    "stress": scenario_stress,
     "latency": scenario_latency,
     "fanout": scenario_fanout,
     "cancel": scenario_cancel,

@@ -56,3 +56,16 @@ def _no_worker_thread_outlives_its_test() -> Iterator[None]:
             break
         alive[0].join(0.05)  # wait on the thread itself, bounded
     assert not alive, f"worker threads still busy {WORKER_DRAIN_SECONDS}s after the test: {alive}"
+
+
+#: The executor's paths, by how many queries in flight take the one-round-trip path.
+QUERY_PATHS = {"one-round-trip": 10_000, "submitted": 0, "hybrid": 2}
+
+
+@pytest.fixture(params=list(QUERY_PATHS))
+def query_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sessions created in the test take this path (``_executor.DEFAULT_SYNC_SLOTS``)."""
+    from asyncsession import _executor
+
+    monkeypatch.setattr(_executor, "DEFAULT_SYNC_SLOTS", QUERY_PATHS[request.param])
+    return str(request.param)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = (
     "latency",
     "fanout",
+    "fanout_large",
     "cancel",
     "loop_lag",
     "aclose",
@@ -30,6 +31,7 @@ SCENARIOS = (
 METRICS = {
     "latency": {"p50_ms", "p99_ms"},
     "fanout": {"wall_s", "peak_threads", "extra_threads"},
+    "fanout_large": {"wall_s", "extra_threads", "lag_max_ms", "server_overlap"},
     "cancel": {"abort_sent_ms", "server_stopped_ms", "await_returned_ms"},
     "loop_lag": {"lag_p50_ms", "lag_p99_ms", "lag_max_ms"},
     "aclose": {"close_returned_ms", "server_zero_ms"},

@@ -315,13 +315,24 @@ async def test_one_abort_request_per_query_however_many_aborters(
         await session.aclose()
     mine = [q for q in sf.queries() if q["session_id"] == session_id and q["sql_text"] == LONG]
     assert len(mine) == 3
-    assert [q["abort_requests"] for q in mine] == [1, 1, 1], mine
+    # One abort per query at most: its own, or the one SYSTEM$CANCEL_ALL_QUERIES that
+    # cancel_all() sends when several are running (which counts as no request of the
+    # query's own); never a second one from a later aborter.
+    bulk = [
+        q
+        for q in sf.queries()
+        if q["session_id"] == session_id and "cancel_all_queries" in q["sql_text"].lower()
+    ]
+    assert len(bulk) <= 1, bulk
+    assert all(q["abort_requests"] <= 1 for q in mine), mine
+    if not bulk:
+        assert [q["abort_requests"] for q in mine] == [1, 1, 1], mine
     assert all(q["status"] == "ABORTED" for q in mine), mine
     await until(lambda: all(sf.worker_stopped(q["query_id"]) for q in mine))
     if kind == "collect":
         assert len(errors) == 2
         by_request = sf.abort_requests()["by_request_id"]
-        assert [by_request.get(q["request_id"]) for q in mine] == [1, 1, 1], by_request
+        assert all(by_request.get(q["request_id"], 0) <= 1 for q in mine), by_request
 
 
 async def test_a_cancelled_await_is_bounded_by_cancel_timeout_when_the_abort_is_lost(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from snowflake.connector.errors import OperationalError
 
-from asyncsession._driver import bounded_backoff_policy
+from asyncsession._backoff import bounded_backoff_policy
 
 
 def doubling() -> Iterator[int]:

@@ -87,8 +87,9 @@ class Soak:
         self.problems = problems
         self.params = sf.connection_parameters
         self.shared: list[AsyncSession] = []
-        #: How many cancel_all() each session has had: an operation may see
-        #: QueryCancelledError("cancel_all()") only if this moved while it ran.
+        #: Moves when a cancel_all() of the session starts and when it returns: an
+        #: operation may see QueryCancelledError("cancel_all()") only if this moved while
+        #: it ran (its SYSTEM$CANCEL_ALL_QUERIES stops what starts while it is out, too).
         self.cancel_alls: WeakKeyDictionary[AsyncSession, int] = WeakKeyDictionary()
 
     # ---- sessions -------------------------------------------------------------------
@@ -443,7 +444,10 @@ class Soak:
         await anyio.sleep(rng.uniform(0, 0.05))
         # Counted first: cancel_all() takes its snapshot before its first await.
         self.cancel_alls[session] = self.cancel_alls.get(session, 0) + 1
-        await session.cancel_all()
+        try:
+            await session.cancel_all()
+        finally:
+            self.cancel_alls[session] = self.cancel_alls.get(session, 0) + 1
         self.t.events["cancel_all() on a shared session"] += 1
 
     async def op_rotate(self, rng: random.Random, session: AsyncSession, where: str) -> None:

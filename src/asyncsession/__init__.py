@@ -21,7 +21,7 @@ from ._lease import Lease, PoolCreation
 from ._pool import SessionPool
 from ._pool_options import PoolOptions
 from ._query import ResultStream, SqlQuery
-from ._registry import RunningQuery
+from ._registry import RunningQueries, RunningQuery
 from ._row import Row
 from ._session import AsyncSession, Session
 from ._transaction import Transaction
@@ -42,6 +42,7 @@ __all__ = [
     "QueryCancelledError",
     "ResultStream",
     "Row",
+    "RunningQueries",
     "RunningQuery",
     "Session",
     "SessionBuilder",

@@ -22,7 +22,6 @@ Secrets never reach a repr or a message (``_secrets``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from collections.abc import Mapping
@@ -94,6 +93,8 @@ def _given(value: object) -> bool:
 
 
 def _suggest(key: str) -> str:
+    import difflib  # only for a suggestion: keeps it off the import path
+
     match = difflib.get_close_matches(key, CONNECT_OPTIONS | LIBRARY_OPTIONS, n=1, cutoff=0.75)
     return f" (did you mean {match[0]!r}?)" if match else ""
 

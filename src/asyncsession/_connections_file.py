@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,6 +133,8 @@ def load_toml(path: Path, *, check_permissions: bool, silence: bool) -> dict[str
         raise ConfigurationError(
             f"{path} is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8"
         ) from None
+    import tomllib  # only when a file is read: keeps it off the import path
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -1,13 +1,15 @@
-"""What differs between connector generations: connecting, and a query another thread can abort.
+"""What differs between connector generations, behind one typed ``Driver`` protocol.
 
-Both drivers run a query with one round trip (a plain synchronous ``execute`` in a
-worker thread) and abort it by *request id*, which exists before the query id does:
+The executor (``_executor``) runs a query either with one round trip (a synchronous
+``execute`` in a worker thread, aborted by *request id*, which exists before the query
+id does) or submitted with ``asyncExec`` (query id at once, aborted by it):
 
 - 4.x lets the caller choose the request id (``_statement_params={"requestId": …}``) and
-  aborts with ``connection._cancel_query(sql, request_id)``.
+  aborts with what ``connection._cancel_query(sql, request_id)`` sends; its retries of a
+  failing request are bounded by ``_backoff``.
 - 5.x generates the request id in its Rust core and logs it on the calling thread before
-  sending the request; we capture that log record, and post the abort through the
-  core's own HTTP client.
+  sending the request; we capture that log record (for the one-round-trip path only),
+  and post the abort through the core's own HTTP client.
 
 Everything here is blocking and runs in worker threads (see ``_threads``).
 """
@@ -19,24 +21,22 @@ import importlib.metadata
 import json
 import logging
 import re
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import snowflake.connector
-from snowflake.connector.errors import InterfaceError, OperationalError
+from snowflake.connector.errors import InterfaceError, ProgrammingError
+
+from ._backoff import bounded_backoff_policy
+from ._errors import CANCELED_ERRNO
 
 logger = logging.getLogger("asyncsession")
 
 #: How long the connector may retry posting one abort before giving up.
 ABORT_RETRY_SECONDS = 30
-
-#: 4.x's errno for a request that could not be made (``errorcode.ER_FAILED_TO_REQUEST``;
-#: that module is gone in 5.x).
-ER_FAILED_TO_REQUEST = 250003
 
 #: Attempts of one failing request before the call raises (5.x's own default for its
 #: ``retry_max_attempts``; 4.x has no such bound, so the 4.x driver adds it).
@@ -58,18 +58,49 @@ class QueryHandle(Protocol):
     request_id_known: threading.Event
 
 
-class Driver:
-    generation = 0
+class ConnectorCursor(Protocol):
+    """The connector cursor calls asyncsession makes (both generations have them)."""
+
+    @property
+    def sfqid(self) -> str | None: ...
+    @property
+    def description(self) -> Any: ...
+    def execute(self, command: str, params: Any = ..., **kwargs: Any) -> Any: ...
+    def execute_async(self, command: str, params: Any = ..., **kwargs: Any) -> Any: ...
+    def query_result(self, qid: str) -> Any: ...
+    def abort_query(self, qid: str) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
+    def fetchall(self) -> list[Any]: ...
+    def close(self) -> Any: ...
+
+
+class ConnectorConnection(Protocol):
+    """The connector connection calls asyncsession makes (both generations have them)."""
+
+    @property
+    def session_id(self) -> Any: ...
+    def cursor(self) -> Any: ...
+    def get_query_status(self, sf_qid: str) -> Any: ...
+    def get_query_status_throw_if_error(self, sf_qid: str) -> Any: ...
+    def is_still_running(self, status: Any) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Driver(Protocol):
+    """Everything asyncsession asks of a connector generation; blocking, run in workers.
+
+    ``Connector4`` and ``Connector5`` implement it; unit tests of the abort logic replace
+    it with a fake (tests/test_abort_logic.py).
+    """
+
+    generation: int
 
     def connect(self, kwargs: dict[str, Any]) -> Any:
-        return snowflake.connector.connect(**kwargs)
+        """Log in; return the connection."""
 
     def prepare(self, handle: QueryHandle) -> None:
         """Called on the event loop before the query's worker starts."""
-
-    def logout(self, connection: Any) -> None:
-        """Log the session out (after its queries were aborted)."""
-        connection.close()
 
     def execute(
         self,
@@ -78,91 +109,95 @@ class Driver:
         params: Sequence[Any] | None,
         statement_params: dict[str, Any] | None = None,
     ) -> None:
-        """Run the query; ``statement_params`` go with this query-request only."""
-        raise NotImplementedError
-
-    def abort(self, connection: Any, handle: QueryHandle) -> None:
-        """Ask the server to abort the query (by request id; by query id once known)."""
-        raise NotImplementedError
+        """Run the query with one round trip; the server holds the reply until it ends."""
 
     def submit(
         self,
         cursor: Any,
-        sql_text: str,
+        handle: QueryHandle,
         params: Sequence[Any] | None,
         statement_params: dict[str, Any] | None = None,
     ) -> str:
-        """Submit without waiting (``asyncExec``); return the query id."""
-        if statement_params:
-            cursor.execute_async(sql_text, params, _statement_params=statement_params)
-        else:
-            cursor.execute_async(sql_text, params)
+        """Submit without waiting (``asyncExec``, one short round trip); return the query id."""
+
+    def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
+        """One status round trip: (status name, still running)."""
+
+    def fetch_result(self, cursor: Any, query_id: str) -> None:
+        """Load an ended query's result into ``cursor`` (one round trip)."""
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        """Ask the server to abort the query (by query id once known, else by request id)."""
+
+    def cancel_session(self, connection: Any) -> None:
+        """Abort every query of the connection's session with one request."""
+
+    def logout(self, connection: Any) -> None:
+        """Log the session out (after its queries were aborted)."""
+
+
+class _Common:
+    """What both generations do the same way."""
+
+    generation = 0
+
+    def connect(self, kwargs: dict[str, Any]) -> Any:
+        return snowflake.connector.connect(**kwargs)
+
+    def prepare(self, handle: QueryHandle) -> None:
+        pass
+
+    def logout(self, connection: Any) -> None:
+        connection.close()
+
+    def submit(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> str:
+        cursor.execute_async(handle.sql_text, params, _statement_params=statement_params or None)
         query_id: str = cursor.sfqid
+        handle.query_id = query_id
         return query_id
 
+    def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
+        status = connection.get_query_status(query_id)
+        return str(status.name), bool(connection.is_still_running(status))
+
+    def fetch_result(self, cursor: Any, query_id: str) -> None:
+        # GET /queries/{qid}/result: one round trip for an ended query, in both generations
+        # (get_results_from_sfqid would poll status, and on 4.x run a RESULT_SCAN query).
+        cursor.query_result(query_id)
+
     def abort_query_id(self, connection: Any, query_id: str) -> None:
+        # SQL rather than POST /queries/{qid}/abort-request: both generations retry a
+        # query-request that fails with a 5xx; 5.x's abort_query() does not.
         cursor = connection.cursor()
         try:
             cursor.execute(f"select system$cancel_query('{_quote(query_id)}')")
         finally:
             cursor.close()
 
-    def fetch_results(self, cursor: Any, query_id: str) -> None:
-        cursor.get_results_from_sfqid(query_id)
+    def cancel_session(self, connection: Any) -> None:
+        # Whether SYSTEM$CANCEL_ALL_QUERIES run in the session it cancels also cancels
+        # itself is undocumented: a 604 here means it did, after cancelling the others.
+        cursor = connection.cursor()
+        try:
+            cursor.execute(f"select system$cancel_all_queries({int(connection.session_id)})")
+        except ProgrammingError as e:
+            if e.errno != CANCELED_ERRNO:
+                raise
+        finally:
+            cursor.close()
 
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "''")
 
 
-class _BoundedBackoff:
-    """A 4.x backoff iterator that ends the connector's retries of one request.
-
-    4.x retries a failing request (connection refused, 5xx) until ``network_timeout``,
-    which is infinite by default and, when set, is also a time limit on every query. Its
-    retry loop asks the connection's ``backoff_policy`` for one iterator per request and
-    calls ``next()`` once as the request starts, then once per failed attempt before the
-    next one: raising from ``next()`` ends the loop with that error.
-    """
-
-    def __init__(self, inner: Iterator[Any], max_attempts: int) -> None:
-        self._inner = inner
-        self._max_attempts = max_attempts
-        self._calls = 0
-
-    def __iter__(self) -> _BoundedBackoff:
-        return self
-
-    def __next__(self) -> Any:
-        self._calls += 1
-        if self._calls > self._max_attempts:
-            raise _gave_up(self._max_attempts, sys.exc_info()[1])
-        if self._calls == self._max_attempts:
-            return 0  # no sleep before the failure that ends the loop
-        return next(self._inner)
-
-
-def _gave_up(attempts: int, handled: BaseException | None) -> OperationalError:
-    # The connector calls next() while handling its RetryRequest(cause).
-    cause = handled.args[0] if handled is not None and handled.args else handled
-    reason = f": {cause}" if cause is not None else ""
-    return OperationalError(
-        msg=f"request failed after {attempts} attempts{reason} "
-        "(asyncsession option 'retry_max_attempts' sets how many)",
-        errno=ER_FAILED_TO_REQUEST,
-    )
-
-
-def bounded_backoff_policy(
-    policy: Callable[[], Iterator[Any]], max_attempts: int
-) -> Callable[[], Iterator[Any]]:
-    def make() -> Iterator[Any]:
-        return _BoundedBackoff(policy(), max_attempts)
-
-    return make
-
-
-class Connector4(Driver):
+class Connector4(_Common):
     generation = 4
 
     def connect(self, kwargs: dict[str, Any]) -> Any:
@@ -197,21 +232,33 @@ class Connector4(Driver):
         params: Sequence[Any] | None,
         statement_params: dict[str, Any] | None = None,
     ) -> None:
-        # The request id rides in the same map (the cursor pops it); users cannot set it.
-        merged = {**(statement_params or {}), "requestId": handle.request_id}
-        cursor.execute(handle.sql_text, params, _statement_params=merged)
+        parameters = {**(statement_params or {}), "requestId": handle.request_id}
+        cursor.execute(handle.sql_text, params, _statement_params=parameters)
         handle.query_id = cursor.sfqid
 
-    def abort(self, connection: Any, handle: QueryHandle) -> None:
+    def submit(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> str:
+        # Our request id here too: the submission can be aborted before its reply.
+        parameters = {**(statement_params or {})}
         if handle.request_id is not None:
+            parameters["requestId"] = handle.request_id
+        return super().submit(cursor, handle, params, parameters)
+
+    def abort(self, connection: Any, handle: QueryHandle) -> None:
+        if handle.query_id is not None:
+            self.abort_query_id(connection, handle.query_id)
+        elif handle.request_id is not None:
             # What connection._cancel_query() sends, but with a bound on the connector's
             # retries (else unbounded): an unreachable server must not keep this thread
             # (and so the process) alive forever.
             url = "/queries/v1/abort-request?" + urlencode({"requestId": str(uuid.uuid4())})
             body = {"sqlText": handle.sql_text, "requestId": handle.request_id}
             connection.rest.request(url, body, timeout=ABORT_RETRY_SECONDS)
-        elif handle.query_id is not None:
-            self.abort_query_id(connection, handle.query_id)
 
 
 def _forget_platform_detection() -> None:
@@ -260,7 +307,7 @@ class _RequestIdCapture(logging.Filter):
         return record.levelno >= self._intended_level()
 
 
-class Connector5(Driver):
+class Connector5(_Common):
     generation = 5
     _capture: _RequestIdCapture | None = None
     _install_lock = threading.Lock()
@@ -304,10 +351,7 @@ class Connector5(Driver):
         with capture.lock:
             capture.waiting[ident] = handle
         try:
-            if statement_params:
-                cursor.execute(handle.sql_text, params, _statement_params=statement_params)
-            else:
-                cursor.execute(handle.sql_text, params)
+            cursor.execute(handle.sql_text, params, _statement_params=statement_params or None)
         finally:
             with capture.lock:
                 capture.waiting.pop(ident, None)
@@ -315,7 +359,10 @@ class Connector5(Driver):
         handle.query_id = cursor.sfqid
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
-        if handle.request_id is None and handle.query_id is None:
+        if handle.query_id is not None:
+            self.abort_query_id(connection, handle.query_id)
+            return
+        if handle.request_id is None:
             # The core has not logged the request id yet: it will within microseconds of
             # sending, unless the query already ended.
             handle.request_id_known.wait(1.0)
@@ -328,13 +375,11 @@ class Connector5(Driver):
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 body=body.encode(),
             )
-        elif handle.query_id is not None:
-            self.abort_query_id(connection, handle.query_id)
         else:
             raise InterfaceError(msg="could not learn the request id of the query to abort")
 
 
-_driver: Driver | None = None
+_driver: Connector4 | Connector5 | None = None
 
 
 def get_driver() -> Driver:

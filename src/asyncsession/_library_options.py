@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_CANCEL_TIMEOUT = 5.0
-DEFAULT_MAX_CONCURRENT_QUERIES = 100
+#: Beyond the executor's first few, a query in flight holds no thread (``_executor``).
+DEFAULT_MAX_CONCURRENT_QUERIES = 1000
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ TABLE: tuple[LibraryOption, ...] = (
         "max_concurrent_queries",
         DEFAULT_MAX_CONCURRENT_QUERIES,
         _require(_positive_int, "a positive int"),
-        "queries one session runs at once (its worker-thread limit)",
+        "queries one session has in flight at once (more wait their turn)",
     ),
     LibraryOption(
         "silence_permission_warning",

@@ -9,7 +9,6 @@ exists). Without a name: ``$SNOWFLAKE_DEFAULT_CONNECTION_NAME``, then config.tom
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,6 +114,8 @@ def read_profile(
     from_cfg, names_cfg, where_cfg = _profile_from(cfg_doc, cfg_path, name, nested=True)
     if from_conn is None and from_cfg is None:
         known = sorted(set(names_conn) | set(names_cfg))
+        import difflib  # only for a suggestion: keeps it off the import path
+
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+    from ._executor import QueryRunner
     from ._job import AsyncJob
     from ._session import AsyncSession
 
@@ -41,8 +42,7 @@ def _fields(cursor: Any) -> tuple[str, ...]:
 
 
 def _rows(cursor: Any, rows: list[Any]) -> list[Row]:
-    make = Row._factory(_fields(cursor))
-    return [make(r) for r in rows]
+    return Row._batch_factory(_fields(cursor))(rows)
 
 
 class SqlQuery:
@@ -52,7 +52,7 @@ class SqlQuery:
     ``session.sql()``) go with every way of running it: results, streams and jobs.
     """
 
-    __slots__ = ("_options", "_params", "_session", "_sql")
+    __slots__ = ("_options", "_params", "_runner", "_session", "_sql")
 
     def __init__(
         self,
@@ -64,6 +64,7 @@ class SqlQuery:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
         self._session = session
+        self._runner: QueryRunner = session._runner
         self._sql = sql
         self._params = _check_params(params)
         self._options = options
@@ -76,7 +77,7 @@ class SqlQuery:
         return self._sql
 
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
-        return await self._session._run_query(
+        return await self._runner.run(
             self._sql, self._params, consume, operation=operation, options=self._options
         )
 
@@ -109,14 +110,16 @@ class SqlQuery:
         return await self._run(fetch, "fetch an Arrow table")
 
     def to_local_iterator(self, *, batch_rows: int = STREAM_BATCH_ROWS) -> ResultStream[Row]:
-        """Stream rows with bounded memory: ``async for row in q.to_local_iterator()``."""
+        """Stream rows with bounded memory: ``async for row in q.to_local_iterator()``.
 
-        def batches(cursor: Any) -> Iterator[list[Row]]:
-            make = Row._factory(_fields(cursor))
-            while rows := cursor.fetchmany(batch_rows):
-                yield [make(r) for r in rows]
+        One ``await`` per row; ``to_row_batches()`` hands over a list per batch instead
+        (the fast way through millions of rows).
+        """
+        return ResultStream(self, _row_batches(batch_rows), flatten=True)
 
-        return ResultStream(self, batches, flatten=True)
+    def to_row_batches(self, *, batch_rows: int = STREAM_BATCH_ROWS) -> ResultStream[list[Row]]:
+        """Stream rows a batch (a list of up to ``batch_rows``) at a time, bounded memory."""
+        return ResultStream(self, _row_batches(batch_rows), flatten=False)
 
     def to_arrow_batches(self) -> ResultStream[pyarrow.Table]:
         return ResultStream(self, lambda c: iter(c.fetch_arrow_batches()), flatten=False)
@@ -126,9 +129,10 @@ class SqlQuery:
 
     async def collect_nowait(self) -> AsyncJob:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
-        from ._job import submit
+        from ._job import AsyncJob
 
-        return await submit(self._session, self._sql, self._params, self._options)
+        query = await self._runner.submit_job(self._sql, self._params, self._options)
+        return AsyncJob(self._session, query)
 
 
 class ResultStream(Generic[T]):
@@ -166,10 +170,10 @@ class ResultStream(Generic[T]):
         return self._pending.pop()
 
     async def _next_batch(self) -> Any:
-        session = self._query._session
+        runner = self._query._runner
         if self._cursor is None:
             query = self._query
-            self._cursor = await session._run_query(
+            self._cursor = await runner.run(
                 query._sql,
                 query._params,
                 _keep,
@@ -181,11 +185,11 @@ class ResultStream(Generic[T]):
         batches = self._batches
         assert batches is not None
         try:
-            return await session._in_thread(lambda: next(batches, _END))
+            return await runner.in_thread(lambda: next(batches, _END))
         except Exception as e:
             # 5.x refuses to fetch batches once the connection is closed ("Cursor is
             # closed"): say why, as every other operation on a closed session does.
-            if session.is_closed:
+            if runner.closed:
                 raise SessionClosedError("stream a query") from e
             raise
 
@@ -197,7 +201,7 @@ class ResultStream(Generic[T]):
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
             with anyio.CancelScope(shield=True):
-                await self._query._session._control(cursor.close)
+                await self._query._runner.control(cursor.close)
 
     async def __aenter__(self) -> ResultStream[T]:
         return self
@@ -212,6 +216,18 @@ class ResultStream(Generic[T]):
 
 
 _END: Any = object()
+
+
+def _row_batches(batch_rows: int) -> Callable[[Any], Iterator[list[Row]]]:
+    if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive int, not {batch_rows!r}")
+
+    def batches(cursor: Any) -> Iterator[list[Row]]:
+        make_all = Row._batch_factory(_fields(cursor))
+        while rows := cursor.fetchmany(batch_rows):
+            yield make_all(rows)
+
+    return batches
 
 
 def _keep(cursor: Any) -> Any:

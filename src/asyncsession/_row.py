@@ -15,6 +15,7 @@ slice keeps the sliced names.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
@@ -115,6 +116,16 @@ class Row(tuple[Any, ...]):
             return tuple.__new__(row_cls, values)
 
         return make
+
+    @classmethod
+    def _batch_factory(cls, fields: tuple[str, ...]) -> Callable[[Iterable[Any]], list[Row]]:
+        """Rows for a whole batch at once (no Python-level call per row)."""
+        new = functools.partial(tuple.__new__, _row_class(fields))
+
+        def make_all(rows: Iterable[Any]) -> list[Row]:
+            return list(map(new, rows))
+
+        return make_all
 
     @overload
     def __getitem__(self, item: SupportsIndex) -> Any: ...

@@ -13,11 +13,11 @@ import anyio
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
+from ._executor import QueryRunner
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
-from ._registry import QueryRegistry, RunningQuery
-from ._state import SessionState, classify
+from ._registry import RunningQueries
+from ._state import SessionState
 from ._statement_options import StatementOptions, statement_options
-from ._threads import WorkerCall, run_blocking
 from ._transaction import Transaction, TransactionGate
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ logger = logging.getLogger("asyncsession")
 
 T = TypeVar("T")
 
-#: Threads for control calls (aborts, status, logout): never queued behind running queries.
-CONTROL_THREADS = 32
 
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
 #: Snowflake query ids are UUID-shaped (01b2c3d4-0000-1234-0000-000123456789).
@@ -50,7 +48,7 @@ class _BuilderProperty:
 class AsyncSession:
     """An async Snowflake session. Create it with ``await Session.builder....create()``.
 
-    Queries run in worker threads under the session's own limiter. If the task awaiting
+    Queries run through its executor (``_executor``). If the task awaiting
     a query is cancelled, the query is aborted on the server (bounded by
     ``cancel_timeout``) and the cancellation re-raised. ``aclose()`` aborts everything
     still running and logs out.
@@ -73,21 +71,24 @@ class AsyncSession:
         self._driver = driver
         self._config = config
         self._query_tag = query_tag
-        self._query_limiter = anyio.CapacityLimiter(max_concurrent_queries)
-        self._control_limiter = anyio.CapacityLimiter(CONTROL_THREADS)
-        self._registry = QueryRegistry(
-            driver=driver,
-            connection=lambda: self._connection,
-            control_limiter=self._control_limiter,
-            cancel_timeout=cancel_timeout,
-            on_session_gone=self._session_gone,
-        )
         #: What statements changed (for a pool) and whether a transaction is open.
         self._state = SessionState(autocommit=autocommit)
         self._gate = TransactionGate()
         #: The server's answer that the session is dead, once it has said so.
         self._gone: _ConnectorError | None = None
-        self._closed = False
+        #: The seam between query objects and threads/driver/server (``_executor``).
+        self._runner = QueryRunner(
+            connection=lambda: self._connection,
+            driver=driver,
+            cancel_timeout=cancel_timeout,
+            max_concurrent_queries=max_concurrent_queries,
+            check_open=self._check_open,
+            gate=self._gate,
+            state=self._state,
+            on_session_gone=self._session_gone,
+            refused=_LeaseRefusals(self),
+        )
+        self._registry = self._runner.registry
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
         self._on_close: list[Callable[[], Awaitable[None]]] = []
@@ -96,7 +97,7 @@ class AsyncSession:
 
     def __repr__(self) -> str:
         params = redact(self._config.connect_kwargs)
-        state = "closed" if self._closed else f"session_id={self.session_id}"
+        state = "closed" if self.is_closed else f"session_id={self.session_id}"
         where = params.get("account") or params.get("host")
         return f"<AsyncSession {state} account={where!r} user={params.get('user')!r}>"
 
@@ -112,13 +113,13 @@ class AsyncSession:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed
+        return self._runner.closed
 
     @property
     def is_alive(self) -> bool:
         """False once closed, or once the server said the session is gone (no round trip:
         True means no statement has been refused yet, not that the server checked)."""
-        return not self._closed and self._gone is None
+        return not self.is_closed and self._gone is None
 
     @property
     def in_transaction(self) -> bool:
@@ -132,12 +133,17 @@ class AsyncSession:
 
     @property
     def max_concurrent_queries(self) -> int:
-        return int(self._query_limiter.total_tokens)
+        return self._runner.max_concurrent_queries
 
     @property
-    def running_queries(self) -> tuple[RunningQuery, ...]:
-        """The queries this session has in flight now (``query_id`` once the server told it)."""
-        return self._registry.snapshot()
+    def running_queries(self) -> RunningQueries:
+        """A snapshot of the queries this session has in flight (a tuple of ``RunningQuery``).
+
+        ``query_id in session.running_queries`` is true for every query whose id the server
+        has told (submitted queries and jobs: from submission); ``.without_id`` lists the
+        one-round-trip queries whose reply has not come yet.
+        """
+        return self._runner.running
 
     @property
     def query_tag(self) -> str | None:
@@ -184,7 +190,7 @@ class AsyncSession:
         return await collect_many(self, queries, limit=limit)
 
     def _check_open(self, operation: str) -> None:
-        if self._closed:
+        if self._runner.closed:
             raise SessionClosedError(operation)
         if self._gone is not None:
             raise SessionExpiredError.from_error(self._gone)
@@ -206,61 +212,19 @@ class AsyncSession:
         options: StatementOptions | None = None,
         gated: bool = True,
     ) -> T:
-        """Execute in a worker thread, then ``consume(cursor)`` there too; abortable throughout.
-
-        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it fails.
-        ``gated``: wait while another task's transaction is open (see ``_transaction``).
-        """
-        self._check_open(operation)
-        effect = classify(sql_text)
-        counted = await self._gate.admit(lambda: self._check_open(operation)) if gated else False
-        try:
-            driver = self._driver
-            statement_params = options.parameters() if options is not None else None
-            while True:  # once more only if a pool lease swapped in a fresh connection
-                connection, lease = self._connection, self._lease
-                query = self._registry.add(sql_text)
-                driver.prepare(query)
-
-                def work(connection: Any = connection, query: RunningQuery = query) -> T:
-                    cursor = connection.cursor()
-                    try:
-                        driver.execute(cursor, query, params, statement_params)
-                        result = consume(cursor)
-                    except BaseException:
-                        cursor.close()
-                        raise
-                    if not keep_cursor:
-                        cursor.close()
-                    return result
-
-                self._state.started(effect)
-                succeeded = retry = False
-                try:
-                    result = await self._registry.run(query, WorkerCall(work), self._query_limiter)
-                    succeeded = True
-                except Exception as e:
-                    retry = lease is not None and await lease.retry_refused(self, connection, e)
-                    if not retry:
-                        raise
-                finally:
-                    self._state.finished(effect, succeeded)
-                    if lease is not None and not retry:
-                        lease.answered(connection)  # it may have run: no retry after it
-                if not retry:
-                    return result
-        finally:
-            self._gate.leave(counted)
-
-    async def _in_thread(self, fn: Callable[[], T]) -> T:
-        """A short blocking call that is not a query (fetching a stream's next batch)."""
-        return await run_blocking(fn, self._query_limiter)
-
-    async def _control(self, fn: Callable[[], T]) -> T:
-        return await run_blocking(fn, self._control_limiter)
+        """Run a statement through the executor (``QueryRunner.run``); for ``_transaction``."""
+        return await self._runner.run(
+            sql_text,
+            params,
+            consume,
+            operation=operation,
+            keep_cursor=keep_cursor,
+            options=options,
+            gated=gated,
+        )
 
     async def _scalar(self, sql_text: str, operation: str) -> Any:
-        row = await self._run_query(sql_text, None, lambda c: c.fetchone(), operation=operation)
+        row = await self._runner.run(sql_text, None, lambda c: c.fetchone(), operation=operation)
         return None if row is None else row[0]
 
     # ---- jobs ------------------------------------------------------------------------
@@ -268,24 +232,23 @@ class AsyncSession:
         """Track a query submitted elsewhere (same user) by its id."""
         from ._job import AsyncJob
 
-        self._check_open("create an async job")
+        self._runner.check_open("create an async job")
         if not isinstance(query_id, str) or not query_id.strip():
             raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
         if not _QUERY_ID.match(query_id.strip()):
             # The server would report such an id as NO_DATA ("not yet known"), forever.
             raise ValueError(f"query_id must be a Snowflake query id (a UUID), not {query_id!r}")
-        query_id = query_id.strip()
-        return AsyncJob(self, self._registry.add(f"<query {query_id}>", query_id=query_id))
+        return AsyncJob(self, self._runner.track_job(query_id.strip()))
 
     # ---- context -------------------------------------------------------------------
     async def set_query_tag(self, tag: str | None) -> None:
         if tag is None or tag == "":
-            await self._run_query(
+            await self._runner.run(
                 "alter session unset query_tag", None, _ignore, operation="set the query tag"
             )
         else:
             literal = tag.replace("\\", "\\\\").replace("'", "''")
-            await self._run_query(
+            await self._runner.run(
                 f"alter session set query_tag = '{literal}'",
                 None,
                 _ignore,
@@ -332,7 +295,7 @@ class AsyncSession:
                 f"invalid {kind} name {name!r}: use an unquoted identifier "
                 '(letters, digits, _ and $) or a double-quoted one ("My Name")'
             )
-        await self._run_query(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
+        await self._runner.run(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
 
     async def _rollback(self) -> bool:
         """ROLLBACK, shielded and bounded by ``cancel_timeout``; True once confirmed.
@@ -346,8 +309,12 @@ class AsyncSession:
 
     # ---- cancellation and closing ----------------------------------------------------
     async def cancel_all(self) -> None:
-        """Abort every query this session has running; their awaiters get QueryCancelledError."""
-        await self._registry.abort_many(list(self._registry.snapshot()), "cancel_all()")
+        """Abort every query this session has running; their awaiters get QueryCancelledError.
+
+        With several running, one ``SYSTEM$CANCEL_ALL_QUERIES`` goes first (it stops every
+        query of the session, ours or not), then each of ours is confirmed.
+        """
+        await self._runner.abort_all("cancel_all()")
 
     async def aclose(self) -> None:
         """Refuse new queries, abort the running ones on the server, log out. Idempotent."""
@@ -355,11 +322,11 @@ class AsyncSession:
             if self._close_done is not None:
                 await self._close_done.wait()
                 return
-            self._closed = True
+            self._runner.closed = True
             self._close_done = anyio.Event()
             self._gate.notify()  # statements waiting for a transaction: SessionClosedError
             try:
-                await self._registry.abort_many(list(self._registry.snapshot()), "aclose()")
+                await self._runner.abort_all("aclose()")
                 await self._logout()
                 for callback in self._on_close:
                     await callback()
@@ -370,10 +337,9 @@ class AsyncSession:
 
     async def _logout(self) -> None:
         connection = self._connection
-        call = WorkerCall(lambda: self._driver.logout(connection))
         with anyio.move_on_after(self.cancel_timeout) as scope:
             try:
-                await call.start(self._control_limiter)
+                await self._runner.control(lambda: self._driver.logout(connection))
             except Exception as e:
                 logger.warning("logging out of session %s failed: %s", _session_id(connection), e)
         if scope.cancelled_caught:
@@ -412,3 +378,18 @@ def _session_id(connection: Any) -> Any:
         return connection.session_id
     except Exception:
         return "?"
+
+
+class _LeaseRefusals:
+    """The executor's question "run a refused statement again?", answered by the lease."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def retry(self, connection: Any, error: Exception) -> bool:
+        lease = self._session._lease
+        return lease is not None and await lease.retry_refused(self._session, connection, error)
+
+    def answered(self, connection: Any) -> None:
+        if (lease := self._session._lease) is not None:
+            lease.answered(connection)

@@ -202,7 +202,7 @@ def _check_can_begin(session: AsyncSession) -> None:
             "a transaction is already open on this session (a BEGIN sent with session.sql(), "
             "or a statement run with AUTOCOMMIT off): commit or roll it back first"
         )
-    jobs = [q for q in session._registry.snapshot() if q.call is None]
+    jobs = [q for q in session._registry.snapshot() if q.job]
     if jobs:
         raise TransactionError(
             f"cannot begin a transaction while {len(jobs)} collect_nowait() job(s) of this "

@@ -1,0 +1,400 @@
+"""``QueryRunner``: the one seam between query objects and threads, the driver and the server.
+
+``SqlQuery``, ``ResultStream`` and ``AsyncJob`` ask it to run, submit, wait, fetch and
+abort; it owns the session's limiters, its registry (``_registry``: cancellation) and its
+status poller (``_poller``). A query takes one of two paths:
+
+- **one round trip** (the first ``sync_slots`` queries in flight): a blocking ``execute``
+  in a worker thread, whose reply the server holds until the query ends. Cheapest for
+  short queries; holds a thread for the whole run; aborted by request id.
+- **submitted** (beyond that): ``execute_async`` (one short round trip; the query id comes
+  back at once), then waited for by the session's status poller on the event loop, then
+  the result fetched in a thread (``GET /queries/{qid}/result``). Holds a thread only for
+  those round trips; aborted by query id.
+
+So a session holds at most ``sync_slots + io_threads`` worker threads for its queries
+however many are in flight (plus control threads while aborting or logging out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import anyio
+from snowflake.connector.errors import Error
+
+from ._driver import Driver
+from ._errors import QueryCancelledError, SessionClosedError, TransactionError
+from ._poller import DEFAULT_POLL_RATE, StatusPoller
+from ._registry import QueryRegistry, RunningQueries, RunningQuery
+from ._state import SessionState, classify
+from ._threads import WorkerCall, run_blocking
+from ._transaction import TransactionGate
+
+if TYPE_CHECKING:
+    from ._statement_options import StatementOptions
+
+T = TypeVar("T")
+
+
+class RefusedHandler(Protocol):
+    """Decides whether a failed statement may run again (a pool lease's first statement)."""
+
+    async def retry(self, connection: Any, error: Exception) -> bool: ...
+
+    def answered(self, connection: Any) -> None: ...
+
+
+#: Queries in flight per session that take the one-round-trip path (threads held while
+#: they run); more are submitted with ``asyncExec``.
+DEFAULT_SYNC_SLOTS = 4
+#: Worker threads per session for submissions, status requests, result fetches and
+#: stream batches.
+DEFAULT_IO_THREADS = 12
+#: Threads for control calls (aborts, logout): never queued behind running queries.
+CONTROL_THREADS = 32
+
+
+class QueryRunner:
+    """Runs a session's queries; see the module docstring for the two paths."""
+
+    def __init__(
+        self,
+        *,
+        connection: Callable[[], Any],
+        driver: Driver,
+        cancel_timeout: float,
+        max_concurrent_queries: int,
+        check_open: Callable[[str], None] | None = None,
+        gate: TransactionGate | None = None,
+        state: SessionState | None = None,
+        on_session_gone: Callable[[Error], None] = lambda error: None,
+        refused: RefusedHandler | None = None,
+        sync_slots: int | None = None,
+        io_threads: int | None = None,
+        poll_rate: float = DEFAULT_POLL_RATE,
+    ) -> None:
+        self._connection = connection
+        self.driver = driver
+        self._check_open = check_open
+        #: A pool lease's say on a statement that failed (``_lease.LeaseGuard``): whether
+        #: the session was gone before it ran, so it runs again on a connection swapped in.
+        self._refused = refused
+        #: The session's transaction gate and statement-effect tracker (``_transaction``,
+        #: ``_state``): every statement passes them, whatever path it takes.
+        self.gate = gate if gate is not None else TransactionGate()
+        self.state = state if state is not None else SessionState()
+        self.sync_slots = DEFAULT_SYNC_SLOTS if sync_slots is None else sync_slots
+        self._sync_in_flight = 0
+        self._admission = anyio.CapacityLimiter(max_concurrent_queries)
+        self._sync_threads = anyio.CapacityLimiter(max(1, self.sync_slots))
+        self._io = anyio.CapacityLimiter(DEFAULT_IO_THREADS if io_threads is None else io_threads)
+        self._control = anyio.CapacityLimiter(CONTROL_THREADS)
+        self.registry = QueryRegistry(
+            driver=driver,
+            connection=connection,
+            control_limiter=self._control,
+            cancel_timeout=cancel_timeout,
+            on_session_gone=on_session_gone,
+        )
+        self.poller = StatusPoller(self._status, rate=poll_rate)
+        self.closed = False
+
+    @property
+    def max_concurrent_queries(self) -> int:
+        return int(self._admission.total_tokens)
+
+    @property
+    def running(self) -> RunningQueries:
+        return self.registry.snapshot()
+
+    def check_open(self, operation: str) -> None:
+        """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
+        if self._check_open is not None:
+            self._check_open(operation)
+        elif self.closed:
+            raise SessionClosedError(operation)
+
+    # ---- running queries -------------------------------------------------------------
+    async def run(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        *,
+        operation: str = "run a query",
+        keep_cursor: bool = False,
+        options: StatementOptions | None = None,
+        gated: bool = True,
+    ) -> T:
+        """Run a statement and ``consume(cursor)`` in a worker thread; abortable throughout.
+
+        With ``keep_cursor`` the cursor stays open for the caller (streaming) unless it
+        fails. ``options`` (per-statement parameters) go with it on either path.
+        ``gated``: wait while another task's transaction is open (see ``_transaction``).
+        """
+        self.check_open(operation)
+        effect = classify(sql_text)
+        counted = await self.gate.admit(lambda: self.check_open(operation)) if gated else False
+        try:
+            statement_params = options.parameters() if options is not None else None
+            while True:  # once more only if a pool lease swapped in a fresh connection
+                connection = self._connection()
+                self.state.started(effect)
+                succeeded = retry = False
+                try:
+                    result = await self._admitted(
+                        sql_text, params, consume, operation, keep_cursor, statement_params, effect
+                    )
+                    succeeded = True
+                except Exception as e:
+                    if self._refused is None or not await self._refused.retry(connection, e):
+                        raise
+                    retry = True
+                finally:
+                    self.state.finished(effect, succeeded)
+                    if self._refused is not None and not retry:
+                        self._refused.answered(connection)  # it may have run: no retry after
+                if not retry:
+                    return result
+        finally:
+            self.gate.leave(counted)
+
+    async def _admitted(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        operation: str,
+        keep_cursor: bool,
+        statement_params: dict[str, Any] | None,
+        effect: Any,
+    ) -> T:
+        async with self._admission:
+            self.check_open(operation)
+            # Async queries and transaction control must not run in parallel on one
+            # session: in (or around) a transaction every statement takes one round trip.
+            transactional = (
+                self.state.in_transaction or self.gate.inside() or effect.transaction is not None
+            )
+            if transactional or self._sync_in_flight < self.sync_slots:
+                self._sync_in_flight += 1
+                try:
+                    return await self._run_one_round_trip(
+                        sql_text, params, consume, keep_cursor, statement_params
+                    )
+                finally:
+                    self._sync_in_flight -= 1
+            query = await self._submit(sql_text, params, statement_params)
+            try:
+                return await self._wait_and_fetch(query, consume, keep_cursor, operation)
+            finally:
+                self.registry.discard(query)
+
+    async def _run_one_round_trip(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        consume: Callable[[Any], T],
+        keep_cursor: bool,
+        statement_params: dict[str, Any] | None,
+    ) -> T:
+        query = self.registry.add(sql_text)
+        driver, connection = self.driver, self._connection()
+        driver.prepare(query)
+
+        def work() -> T:
+            return _on_cursor(
+                connection,
+                lambda cursor: driver.execute(cursor, query, params, statement_params),
+                consume,
+                keep_cursor,
+            )
+
+        try:
+            return await self.registry.run(query, WorkerCall(work), self._sync_threads)
+        finally:
+            self.registry.discard(query)
+
+    async def _submit(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None,
+    ) -> RunningQuery:
+        """Submit with ``asyncExec``; the query is tracked from before the request leaves.
+
+        A cancelled submission, a ``cancel_all()`` or an ``aclose()`` meanwhile aborts it
+        once its query id is known (on 4.x by our request id even before).
+        """
+        query = self.registry.add(sql_text)
+        query.submitting = True
+        driver, connection = self.driver, self._connection()
+        driver.prepare(query)
+
+        def work() -> str:
+            cursor = connection.cursor()
+            try:
+                return driver.submit(cursor, query, params, statement_params)
+            finally:
+                cursor.close()
+
+        try:
+            await self.registry.run(query, WorkerCall(work), self._io)
+        except BaseException:
+            self.registry.discard(query)
+            raise
+        query.submitting = False
+        query.call = None
+        return query
+
+    async def _wait_and_fetch(
+        self,
+        query: RunningQuery,
+        consume: Callable[[Any], T],
+        keep_cursor: bool,
+        operation: str,
+    ) -> T:
+        await self.wait(query, operation)
+        driver, connection = self.driver, self._connection()
+        query_id = query.query_id
+        assert query_id is not None
+
+        def fetch() -> T:
+            return _on_cursor(
+                connection,
+                lambda cursor: driver.fetch_result(cursor, query_id),
+                consume,
+                keep_cursor,
+            )
+
+        try:
+            return await self.registry.run(query, WorkerCall(fetch), self._io)
+        except QueryCancelledError:
+            raise
+        except Error as e:
+            raise self.translate(query, e, operation) from e
+
+    async def wait(self, query: RunningQuery, operation: str) -> str:
+        """Wait (no thread held) until a submitted query ends; abort it if cancelled."""
+        query.awaited = True
+        try:
+            with anyio.CancelScope() as query.release:
+                return await self.poller.wait(query)
+            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
+        except anyio.get_cancelled_exc_class():
+            await self.registry.abort(query, "cancelled", by_awaiter=True)
+            raise
+        except QueryCancelledError:
+            raise
+        except Error as e:
+            raise self.translate(query, e, operation) from e
+        finally:
+            query.awaited = False
+
+    def translate(self, query: RunningQuery, error: Error, operation: str) -> Exception:
+        """Our error for a query aborted by us, or whose session was closed under it."""
+        reason = self.registry.cancelled_by_us(query, error)
+        if reason is None and self.closed:
+            reason = query.cancel_reason
+        if reason is not None:
+            return QueryCancelledError(query.query_id, reason)
+        if self.closed:
+            return SessionClosedError(operation)
+        return self.registry.translate(error)
+
+    # ---- jobs -----------------------------------------------------------------------
+    async def submit_job(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        options: StatementOptions | None = None,
+    ) -> RunningQuery:
+        """Submit without waiting; the returned query stays tracked until it is seen ended."""
+        self.check_open("submit a query")
+        if self.gate.inside():
+            raise TransactionError(
+                "collect_nowait() cannot run inside a transaction: Snowflake does not run async "
+                "queries and transaction control in parallel on one session; await the query "
+                "(collect(), …) instead"
+            )
+        counted = await self.gate.admit(lambda: self.check_open("submit a query"))
+        try:
+            effect = classify(sql_text)
+            statement_params = options.parameters() if options is not None else None
+            # What the statement may change counts from its submission on (a job's end is
+            # not tracked, so a BEGIN submitted this way counts as open).
+            self.state.started(effect)
+            self.state.finished(effect, False)
+            query = await self._submit(sql_text, params, statement_params)
+            query.job = True
+        finally:
+            self.gate.leave(counted)
+        if query.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
+            raise QueryCancelledError(query.query_id, query.cancel_reason)
+        return query
+
+    def track_job(self, query_id: str) -> RunningQuery:
+        """Track a query submitted elsewhere, by its id."""
+        query = self.registry.add(f"<query {query_id}>", query_id=query_id)
+        query.job = True
+        return query
+
+    async def status(self, query: RunningQuery) -> tuple[str, bool]:
+        """One status request (in the poller's pace); an ended query leaves the registry."""
+        assert query.query_id is not None
+        name, running = await self.poller.status(query.query_id)
+        if not running:
+            self.registry.discard(query)
+        return name, running
+
+    async def fetch(self, query_id: str, consume: Callable[[Any], T]) -> T:
+        """Fetch an ended query's result into a cursor and ``consume`` it, in a thread."""
+        driver, connection = self.driver, self._connection()
+
+        def fetch() -> T:
+            cursor = connection.cursor()
+            try:
+                driver.fetch_result(cursor, query_id)
+                return consume(cursor)
+            finally:
+                cursor.close()
+
+        return await run_blocking(fetch, self._io)
+
+    # ---- other calls ----------------------------------------------------------------
+    async def _status(self, query_id: str) -> tuple[str, bool]:
+        connection = self._connection()
+        return await run_blocking(lambda: self.driver.query_status(connection, query_id), self._io)
+
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        """A short blocking call that is not a query (fetching a stream's next batch)."""
+        return await run_blocking(fn, self._io)
+
+    async def control(self, fn: Callable[[], T]) -> T:
+        """A control call (closing a cursor, logging out): never queued behind queries."""
+        return await run_blocking(fn, self._control)
+
+    async def abort(self, query: RunningQuery, reason: str) -> bool:
+        return await self.registry.abort(query, reason)
+
+    async def abort_all(self, reason: str) -> int:
+        return await self.registry.abort_all(reason)
+
+
+def _on_cursor(
+    connection: Any, load: Callable[[Any], object], consume: Callable[[Any], T], keep: bool
+) -> T:
+    """In a worker: a new cursor, ``load`` a result into it, ``consume`` it; closed unless
+    ``keep`` (a stream goes on reading it), and always on failure."""
+    cursor = connection.cursor()
+    try:
+        load(cursor)
+        result = consume(cursor)
+    except BaseException:
+        cursor.close()
+        raise
+    if not keep:
+        cursor.close()
+    return result
