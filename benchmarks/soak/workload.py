@@ -87,10 +87,12 @@ class Soak:
         self.problems = problems
         self.params = sf.connection_parameters
         self.shared: list[AsyncSession] = []
-        #: Moves when a cancel_all() of the session starts and when it returns: an
-        #: operation may see QueryCancelledError("cancel_all()") only if this moved while
-        #: it ran (its SYSTEM$CANCEL_ALL_QUERIES stops what starts while it is out, too).
+        #: Moves when a cancel_all() of the session starts and when it returns, and how
+        #: many are in progress: an operation may see QueryCancelledError("cancel_all()")
+        #: only if one was in progress when it started or this moved while it ran (its
+        #: SYSTEM$CANCEL_ALL_QUERIES stops what starts while it is out, too).
         self.cancel_alls: WeakKeyDictionary[AsyncSession, int] = WeakKeyDictionary()
+        self.cancel_alls_running: WeakKeyDictionary[AsyncSession, int] = WeakKeyDictionary()
 
     # ---- sessions -------------------------------------------------------------------
     async def open(self) -> AsyncSession:
@@ -178,7 +180,8 @@ class Soak:
 
     async def one(self, kind: str, rng: random.Random, where: str) -> None:
         session = self.shared[0 if kind == "cancel_all" else rng.randrange(SHARED)]
-        mark = self.cancel_alls.get(session, 0)
+        # -1 matches no count: an operation that starts during a cancel_all() may meet it.
+        mark = -1 if self.cancel_alls_running.get(session, 0) else self.cancel_alls.get(session, 0)
         op: Callable[[random.Random, AsyncSession, str], Awaitable[None]] = getattr(
             self, f"op_{kind}"
         )
@@ -444,10 +447,12 @@ class Soak:
         await anyio.sleep(rng.uniform(0, 0.05))
         # Counted first: cancel_all() takes its snapshot before its first await.
         self.cancel_alls[session] = self.cancel_alls.get(session, 0) + 1
+        self.cancel_alls_running[session] = self.cancel_alls_running.get(session, 0) + 1
         try:
             await session.cancel_all()
         finally:
             self.cancel_alls[session] = self.cancel_alls.get(session, 0) + 1
+            self.cancel_alls_running[session] -= 1
         self.t.events["cancel_all() on a shared session"] += 1
 
     async def op_rotate(self, rng: random.Random, session: AsyncSession, where: str) -> None:
