@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._closing import Creation
 from ._config import ResolvedConfig, normalize_options, redact, resolve
-from ._creation import Creation
 from ._driver import Driver, get_driver
 from ._errors import ConfigurationError
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._creation import Creation
+from ._closing import Creation
 from ._errors import SessionExpiredError, _ConnectorError, is_session_gone
 from ._own_statements import ignore_result, session_id_for_log
 

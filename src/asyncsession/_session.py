@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
 
+from ._closing import ClosesOnExit
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
@@ -46,7 +46,7 @@ class _BuilderProperty:
         return SessionBuilder()
 
 
-class AsyncSession:
+class AsyncSession(ClosesOnExit):
     """An async Snowflake session. Create it with ``await Session.builder....create()``.
 
     Queries run through its executor (``_executor``). If the task awaiting
@@ -351,17 +351,6 @@ class AsyncSession:
                 session_id_for_log(connection),
                 self.cancel_timeout,
             )
-
-    async def __aenter__(self) -> AsyncSession:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 #: The Snowpark name: ``from asyncsession import Session``.

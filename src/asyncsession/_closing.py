@@ -1,11 +1,13 @@
-"""What ``builder.create()`` and ``builder.create_pool()`` return: the login, awaitable
-once, or an async context manager that closes what it made on exit."""
+"""``async with`` closes with ``aclose()``: for objects that are their own context
+manager (``ClosesOnExit``), and for what ``builder.create()`` and
+``builder.create_pool()`` return (``Creation``: awaitable once, or an async context
+manager that closes what it made on exit)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 
 class _Closable(Protocol):
@@ -13,6 +15,21 @@ class _Closable(Protocol):
 
 
 C = TypeVar("C", bound=_Closable)
+
+
+class ClosesOnExit:
+    """``async with obj:`` gives ``obj`` and awaits ``obj.aclose()`` on exit."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self: _Closable,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 class Creation(Generic[C]):
