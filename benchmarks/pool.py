@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from asyncsession.fastapi import CancelOnDisconnectMiddleware, SnowflakeSession, snowflake_lifespan
 from benchmarks.scenarios import Context, percentile
+from benchmarks.tables import Run, Scenario, fmt, metric, per_generation
 
 SHARED, POOLED = "shared session", "pool"
 APP_SHARED, APP_POOLED = "shared session", "pool of 10"
@@ -147,7 +148,7 @@ POOL_SCENARIOS = {"pool_lease": scenario_pool_lease, "pool_fastapi": scenario_po
 
 
 # ---- report ------------------------------------------------------------------------------
-def targets(runs: list[tuple[str, dict[str, Any]]], metric: Any) -> list[Any]:
+def targets(runs: list[tuple[str, Run]]) -> list[tuple[str, str, str, bool]]:
     """The issue's target: lease + return under 2 % of a ``select 1`` round trip (p50)."""
     out = []
     for gen, run in runs:
@@ -164,7 +165,42 @@ def targets(runs: list[tuple[str, dict[str, Any]]], metric: Any) -> list[Any]:
     return out
 
 
-def section(runs: list[tuple[str, dict[str, Any]]], metric: Any, fmt: Any, table: Any) -> list[str]:
+def _lease_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    return [
+        [
+            peer,
+            fmt(metric(run, "pool_lease", peer, "p50_ms"), 2),
+            fmt(metric(run, "pool_lease", peer, "p99_ms"), 2),
+        ]
+        for peer in (SHARED, POOLED)
+    ]
+
+
+def _lease_alone(run: Run, sc: Scenario) -> list[str]:
+    shared50 = metric(run, "pool_lease", SHARED, "p50_ms")
+    lease50 = metric(run, "pool_lease", POOLED, "lease_return_p50_us")
+    lease99 = metric(run, "pool_lease", POOLED, "lease_return_p99_us")
+    share = "-" if not lease50 or not shared50 else f"{lease50 / 1000 / shared50:.2%}"
+    return [
+        f"Lease + return alone ({sc['params']['leases']} leases): p50 {fmt(lease50, 1)} µs, "
+        f"p99 {fmt(lease99, 1)} µs = **{share}** of a `select 1` round trip at p50.",
+        "",
+    ]
+
+
+def _fastapi_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    return [
+        [
+            peer,
+            fmt(metric(run, "pool_fastapi", peer, "requests_per_s"), 0),
+            fmt(metric(run, "pool_fastapi", peer, "p50_ms"), 1),
+            fmt(metric(run, "pool_fastapi", peer, "p99_ms"), 1),
+        ]
+        for peer in (APP_SHARED, APP_POOLED)
+    ]
+
+
+def section(runs: list[tuple[str, Run]]) -> list[str]:
     if not any(k in run["scenarios"] for _, run in runs for k in POOL_SCENARIOS):
         return []
     L = ["## 8. Session pool", ""]
@@ -174,50 +210,26 @@ def section(runs: list[tuple[str, dict[str, Any]]], metric: Any, fmt: Any, table
         "alone, with no query (nothing changed, so no round trip on return).",
         "",
     ]
-    for gen, run in runs:
-        sc = run["scenarios"].get("pool_lease")
-        if not sc:
-            continue
-        shared50 = metric(run, "pool_lease", SHARED, "p50_ms")
-        lease50 = metric(run, "pool_lease", POOLED, "lease_return_p50_us")
-        lease99 = metric(run, "pool_lease", POOLED, "lease_return_p99_us")
-        rows = [
-            [
-                peer,
-                fmt(metric(run, "pool_lease", peer, "p50_ms"), 2),
-                fmt(metric(run, "pool_lease", peer, "p99_ms"), 2),
-            ]
-            for peer in (SHARED, POOLED)
-        ]
-        share = "-" if not lease50 or not shared50 else f"{lease50 / 1000 / shared50:.2%}"
-        L.append(f"**{gen}** ({sc['params']['queries']} queries per repeat)")
-        L.append("")
-        L += table(["`select 1`", "p50 ms", "p99 ms"], rows)
-        L.append(
-            f"Lease + return alone ({sc['params']['leases']} leases): p50 {fmt(lease50, 1)} µs, "
-            f"p99 {fmt(lease99, 1)} µs = **{share}** of a `select 1` round trip at p50."
-        )
-        L.append("")
+    L += per_generation(
+        runs,
+        "pool_lease",
+        ["`select 1`", "p50 ms", "p99 ms"],
+        _lease_rows,
+        caption=lambda sc: f"{sc['params']['queries']} queries per repeat",
+        after=_lease_alone,
+    )
     L += [
         "**FastAPI load.** In-process (`httpx.ASGITransport`), under "
         "`CancelOnDisconnectMiddleware`; every request runs one `select 1`.",
         "",
     ]
-    for gen, run in runs:
-        sc = run["scenarios"].get("pool_fastapi")
-        if not sc:
-            continue
-        p = sc["params"]
-        rows = [
-            [
-                peer,
-                fmt(metric(run, "pool_fastapi", peer, "requests_per_s"), 0),
-                fmt(metric(run, "pool_fastapi", peer, "p50_ms"), 1),
-                fmt(metric(run, "pool_fastapi", peer, "p99_ms"), 1),
-            ]
-            for peer in (APP_SHARED, APP_POOLED)
-        ]
-        L.append(f"**{gen}** ({p['requests']} requests, {p['concurrency']} at once)")
-        L.append("")
-        L += table(["app", "requests/s", "p50 ms", "p99 ms"], rows)
+    L += per_generation(
+        runs,
+        "pool_fastapi",
+        ["app", "requests/s", "p50 ms", "p99 ms"],
+        _fastapi_rows,
+        caption=lambda sc: (
+            f"{sc['params']['requests']} requests, {sc['params']['concurrency']} at once"
+        ),
+    )
     return L

@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import pool
+from benchmarks.tables import Run, Scenario, fmt, metric, per_generation, ratio, table
 
 RAW, NAIVE, ASYNCSESSION, AIO = "raw sync", "naive anyio", "asyncsession", "5.x aio"
-
-
-def med(values: list[float | None] | None) -> float | None:
-    """Median over repeats; ``None`` if any repeat had no value (e.g. never stopped)."""
-    if not values or any(v is None for v in values):
-        return None
-    clean = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return statistics.median(clean) if clean else None
-
-
-def fmt(value: float | None, digits: int = 1, none: str = "never") -> str:
-    if value is None:
-        return none
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "-"
-    return f"{a / b:.2f}x"
-
-
-def metric(run: dict[str, Any], scenario: str, peer: str, key: str) -> float | None:
-    try:
-        return med(run["scenarios"][scenario]["peers"][peer][key])
-    except KeyError:
-        return None
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return [*lines, ""]
 
 
 def _runs(merged: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -122,26 +87,17 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "",
     ]
     rows = [[t, g, v, "met" if ok else "**missed**"] for t, g, v, ok in targets(merged)]
-    rows += [[t, g, v, "met" if ok else "**missed**"] for t, g, v, ok in pool.targets(runs, metric)]
+    rows += [[t, g, v, "met" if ok else "**missed**"] for t, g, v, ok in pool.targets(runs)]
     L += table(["target", "connector", "measured", ""], rows)
 
     L += ["## 1. `select 1` one after another (latency per query)", ""]
-    for gen, run in runs:
-        sc = run["scenarios"].get("latency")
-        if not sc:
-            continue
-        raw50 = metric(run, "latency", RAW, "p50_ms")
-        raw99 = metric(run, "latency", RAW, "p99_ms")
-        rows = []
-        for peer in sc["peers"]:
-            p50, p99 = (
-                metric(run, "latency", peer, "p50_ms"),
-                metric(run, "latency", peer, "p99_ms"),
-            )
-            rows.append([peer, ratio(p50, raw50), ratio(p99, raw99), fmt(p50), fmt(p99)])
-        L.append(f"**{gen}** ({sc['params']['queries']} queries per repeat)")
-        L.append("")
-        L += table(["peer", "p50 / raw", "p99 / raw", "p50 ms", "p99 ms"], rows)
+    L += per_generation(
+        runs,
+        "latency",
+        ["peer", "p50 / raw", "p99 / raw", "p50 ms", "p99 ms"],
+        _latency_rows,
+        caption=lambda sc: f"{sc['params']['queries']} queries per repeat",
+    )
 
     L += [
         "## 2. Fan-out: 200 x `SYSTEM$WAIT(1)` on one session/connection",
@@ -150,23 +106,13 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "from `/proc/self/status`) minus the count before it.",
         "",
     ]
-    for gen, run in runs:
-        sc = run["scenarios"].get("fanout")
-        if not sc:
-            continue
-        raw = metric(run, "fanout", RAW, "wall_s")
-        aio = metric(run, "fanout", AIO, "wall_s")
-        rows = []
-        for peer in sc["peers"]:
-            wall = metric(run, "fanout", peer, "wall_s")
-            threads = metric(run, "fanout", peer, "extra_threads")
-            rows.append(
-                [peer, ratio(wall, raw), ratio(wall, aio), fmt(wall, 2), fmt(threads, 0, "-")]
-            )
-        p = sc["params"]
-        L.append(f"**{gen}** ({p['queries']} x `SYSTEM$WAIT({p['wait_s']:g})`)")
-        L.append("")
-        L += table(["peer", "wall / raw", "wall / aio", "wall s", "extra threads"], rows)
+    L += per_generation(
+        runs,
+        "fanout",
+        ["peer", "wall / raw", "wall / aio", "wall s", "extra threads"],
+        _fanout_rows,
+        caption=_waits,
+    )
 
     for name, title in (
         ("fanout_large", "## 2b. Fan-out at scale: 1,000 x `SYSTEM$WAIT(1)` on one session"),
@@ -182,16 +128,13 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
             "queries the emulator ran at once.",
             "",
         ]
-        for gen, run in present:
-            sc = run["scenarios"][name]
-            keys = list(next(iter(sc["peers"].values())))
-            rows = [
-                [peer, *(fmt(metric(run, name, peer, k), 2) for k in keys)] for peer in sc["peers"]
-            ]
-            p = sc["params"]
-            L.append(f"**{gen}** ({p['queries']} x `SYSTEM$WAIT({p['wait_s']:g})`)")
-            L.append("")
-            L += table(["peer", *keys], rows)
+        L += per_generation(
+            present,
+            name,
+            lambda sc: ["peer", *_keys(sc)],
+            _keyed_rows(name),
+            caption=_waits,
+        )
 
     L += [
         "## 3. Cancelling an await of a running `SYSTEM$WAIT(30)`",
@@ -204,27 +147,13 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "(the query ran on; the benchmark aborted it afterwards).",
         "",
     ]
-    for gen, run in runs:
-        sc = run["scenarios"].get("cancel")
-        if not sc:
-            continue
-        rows = []
-        for peer in sc["peers"]:
-            rows.append(
-                [
-                    peer,
-                    fmt(metric(run, "cancel", peer, "abort_sent_ms"), 1, "-")
-                    if peer == ASYNCSESSION
-                    else "(inside the connector)"
-                    if peer == AIO
-                    else "none",
-                    fmt(metric(run, "cancel", peer, "server_stopped_ms")),
-                    fmt(metric(run, "cancel", peer, "await_returned_ms")),
-                ]
-            )
-        L.append(f"**{gen}** (deadline {sc['params']['deadline_s']:g} s)")
-        L.append("")
-        L += table(["peer", "abort posted ms", "server stopped ms", "await returned ms"], rows)
+    L += per_generation(
+        runs,
+        "cancel",
+        ["peer", "abort posted ms", "server stopped ms", "await returned ms"],
+        _cancel_rows,
+        caption=lambda sc: f"deadline {sc['params']['deadline_s']:g} s",
+    )
     L += [
         "Raw sync is absent: a blocking `execute` cannot be cancelled from outside without "
         "the connector's private API.",
@@ -238,42 +167,21 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "later than 1 ms it woke. `idle loop` = the same ticker with nothing else running.",
         "",
     ]
-    for gen, run in runs:
-        sc = run["scenarios"].get("loop_lag")
-        if not sc:
-            continue
-        idle = metric(run, "loop_lag", "idle loop", "lag_p99_ms")
-        rows = []
-        for peer in sc["peers"]:
-            vals = [metric(run, "loop_lag", peer, k) for k in ("lag_p50_ms", "lag_p99_ms")]
-            mx = metric(run, "loop_lag", peer, "lag_max_ms")
-            rows.append([peer, fmt(vals[0], 2), fmt(vals[1], 2), fmt(mx, 1), ratio(vals[1], idle)])
-        L.append(f"**{gen}**")
-        L.append("")
-        L += table(["peer", "p50 ms", "p99 ms", "max ms", "p99 / idle"], rows)
+    L += per_generation(
+        runs, "loop_lag", ["peer", "p50 ms", "p99 ms", "max ms", "p99 / idle"], _loop_lag_rows
+    )
 
     L += ["## 5. Closing with running queries", ""]
-    for gen, run in runs:
-        sc = run["scenarios"].get("aclose")
-        if not sc:
-            continue
-        rows = []
-        for peer in sc["peers"]:
-            what = "`await session.aclose()`" if peer == ASYNCSESSION else "`await conn.close()`"
-            rows.append(
-                [
-                    f"{peer}: {what}",
-                    fmt(metric(run, "aclose", peer, "close_returned_ms")),
-                    fmt(metric(run, "aclose", peer, "server_zero_ms")),
-                ]
-            )
-        p = sc["params"]
-        L.append(
-            f"**{gen}** ({p['queries']} x `{p['sql']}` running; asyncsession with "
-            f"`max_concurrent_queries={p['queries']}` so all of them run on the server)"
-        )
-        L.append("")
-        L += table(["peer", "close returned ms", "server shows 0 running ms"], rows)
+    L += per_generation(
+        runs,
+        "aclose",
+        ["peer", "close returned ms", "server shows 0 running ms"],
+        _aclose_rows,
+        caption=lambda sc: (
+            f"{sc['params']['queries']} x `{sc['params']['sql']}` running; asyncsession with "
+            f"`max_concurrent_queries={sc['params']['queries']}` so all of them run on the server"
+        ),
+    )
 
     L += [
         "## 6. Streaming `select range as n from range(N)`",
@@ -283,42 +191,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "RSS (`VmHWM`) minus RSS just before the query (the smaller size is run once).",
         "",
     ]
-    pairs = {
-        "asyncsession to_local_iterator": "raw fetchmany",
-        "asyncsession to_arrow_batches": "raw fetch_arrow_batches",
-    }
-    for gen, run in runs:
-        sc = run["scenarios"].get("stream")
-        if not sc:
-            continue
-        p = sc["params"]
-        rows = []
-        for mode in sc["peers"]:
-            rps = metric(run, "stream", mode, "rows_per_s")
-            ref = metric(run, "stream", pairs.get(mode, mode), "rows_per_s")
-            rows.append(
-                [
-                    mode,
-                    ratio(rps, ref),
-                    fmt(rps, 0),
-                    fmt(metric(run, "stream", mode, "rss_growth_small_mb"), 1, "-"),
-                    fmt(metric(run, "stream", mode, "rss_growth_large_mb"), 1, "-"),
-                    fmt(metric(run, "stream", mode, "peak_rss_large_mb"), 0, "-"),
-                ]
-            )
-        L.append(f"**{gen}**")
-        L.append("")
-        L += table(
-            [
-                "mode",
-                "rows/s vs raw",
-                f"rows/s ({p['rows_large']:,})",
-                f"RSS growth MB ({p['rows_small']:,})",
-                f"RSS growth MB ({p['rows_large']:,})",
-                "peak RSS MB",
-            ],
-            rows,
-        )
+    L += per_generation(runs, "stream", _stream_header, _stream_rows)
 
     L += ["## 7. Import time (fresh interpreter, wall clock, median of N runs)", ""]
     rows = []
@@ -348,11 +221,131 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
     L.append("")
     for image in images:
         L += [f"![{image}]({image})", ""]
-    L += pool.section(runs, metric, fmt, table)
+    L += pool.section(runs)
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists() and not args["quick"]:
         L += [notes.read_text()]
     return L
+
+
+# ---- the sections' tables (one table per connector generation: tables.per_generation) ----
+def _waits(sc: Scenario) -> str:
+    p = sc["params"]
+    return f"{p['queries']} x `SYSTEM$WAIT({p['wait_s']:g})`"
+
+
+def _keys(sc: Scenario) -> list[str]:
+    return list(next(iter(sc["peers"].values())))
+
+
+def _keyed_rows(name: str) -> Callable[[Run, Scenario], list[list[str]]]:
+    def rows(run: Run, sc: Scenario) -> list[list[str]]:
+        return [
+            [peer, *(fmt(metric(run, name, peer, k), 2) for k in _keys(sc))] for peer in sc["peers"]
+        ]
+
+    return rows
+
+
+def _latency_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    raw50 = metric(run, "latency", RAW, "p50_ms")
+    raw99 = metric(run, "latency", RAW, "p99_ms")
+    rows = []
+    for peer in sc["peers"]:
+        p50, p99 = (
+            metric(run, "latency", peer, "p50_ms"),
+            metric(run, "latency", peer, "p99_ms"),
+        )
+        rows.append([peer, ratio(p50, raw50), ratio(p99, raw99), fmt(p50), fmt(p99)])
+    return rows
+
+
+def _fanout_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    raw = metric(run, "fanout", RAW, "wall_s")
+    aio = metric(run, "fanout", AIO, "wall_s")
+    rows = []
+    for peer in sc["peers"]:
+        wall = metric(run, "fanout", peer, "wall_s")
+        threads = metric(run, "fanout", peer, "extra_threads")
+        rows.append([peer, ratio(wall, raw), ratio(wall, aio), fmt(wall, 2), fmt(threads, 0, "-")])
+    return rows
+
+
+def _cancel_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    return [
+        [
+            peer,
+            fmt(metric(run, "cancel", peer, "abort_sent_ms"), 1, "-")
+            if peer == ASYNCSESSION
+            else "(inside the connector)"
+            if peer == AIO
+            else "none",
+            fmt(metric(run, "cancel", peer, "server_stopped_ms")),
+            fmt(metric(run, "cancel", peer, "await_returned_ms")),
+        ]
+        for peer in sc["peers"]
+    ]
+
+
+def _loop_lag_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    idle = metric(run, "loop_lag", "idle loop", "lag_p99_ms")
+    rows = []
+    for peer in sc["peers"]:
+        vals = [metric(run, "loop_lag", peer, k) for k in ("lag_p50_ms", "lag_p99_ms")]
+        mx = metric(run, "loop_lag", peer, "lag_max_ms")
+        rows.append([peer, fmt(vals[0], 2), fmt(vals[1], 2), fmt(mx, 1), ratio(vals[1], idle)])
+    return rows
+
+
+def _aclose_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    rows = []
+    for peer in sc["peers"]:
+        what = "`await session.aclose()`" if peer == ASYNCSESSION else "`await conn.close()`"
+        rows.append(
+            [
+                f"{peer}: {what}",
+                fmt(metric(run, "aclose", peer, "close_returned_ms")),
+                fmt(metric(run, "aclose", peer, "server_zero_ms")),
+            ]
+        )
+    return rows
+
+
+#: Each streaming mode of ours, and the raw one it is set against.
+_STREAM_PAIRS = {
+    "asyncsession to_local_iterator": "raw fetchmany",
+    "asyncsession to_arrow_batches": "raw fetch_arrow_batches",
+}
+
+
+def _stream_header(sc: Scenario) -> list[str]:
+    p = sc["params"]
+    return [
+        "mode",
+        "rows/s vs raw",
+        f"rows/s ({p['rows_large']:,})",
+        f"RSS growth MB ({p['rows_small']:,})",
+        f"RSS growth MB ({p['rows_large']:,})",
+        "peak RSS MB",
+    ]
+
+
+def _stream_rows(run: Run, sc: Scenario) -> list[list[str]]:
+    rows = []
+    for mode in sc["peers"]:
+        rps = metric(run, "stream", mode, "rows_per_s")
+        ref = metric(run, "stream", _STREAM_PAIRS.get(mode, mode), "rows_per_s")
+        rows.append(
+            [
+                mode,
+                ratio(rps, ref),
+                fmt(rps, 0),
+                fmt(metric(run, "stream", mode, "rss_growth_small_mb"), 1, "-"),
+                fmt(metric(run, "stream", mode, "rss_growth_large_mb"), 1, "-"),
+                fmt(metric(run, "stream", mode, "peak_rss_large_mb"), 0, "-"),
+            ]
+        )
+    return rows
 
 
 # ---- plots -------------------------------------------------------------------------------

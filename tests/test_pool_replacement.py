@@ -7,15 +7,30 @@ alive" are checked on the server (its transactions, sessions, heartbeats and tok
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from snowflake.connector.errors import DatabaseError
 
+from asyncsession import SessionBuilder, SessionPool
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.pool_support import builder_for, queries_of, server_session_ids
+
+
+@asynccontextmanager
+async def pool_of_one(
+    sf: LocalSnowflake, builder: SessionBuilder | None = None, **options: Any
+) -> AsyncIterator[tuple[SessionPool, int]]:
+    """A pool of one session, and that session's id (leased once, returned idle)."""
+    async with (builder or builder_for(sf)).create_pool(min_size=1, max_size=1, **options) as pool:
+        async with pool.session() as session:
+            first = session.session_id
+        yield pool, first
+
 
 # ---- dead sessions, health checks, lifetimes -------------------------------------------
 
@@ -25,11 +40,7 @@ from tests.pool_support import builder_for, queries_of, server_session_ids
 async def test_health_check_replaces_a_session_killed_on_the_server(
     local_snowflake: LocalSnowflake,
 ) -> None:
-    async with builder_for(local_snowflake).create_pool(
-        min_size=1, max_size=1, health_check_after=0
-    ) as pool:
-        async with pool.session() as session:
-            first = session.session_id
+    async with pool_of_one(local_snowflake, health_check_after=0) as (pool, first):
         local_snowflake.delete_session(first)
         async with pool.session() as session:
             assert (await session.sql("select 7").collect())[0][0] == 7
@@ -45,11 +56,7 @@ async def test_first_statement_on_a_session_killed_just_now_is_retried(
     local_snowflake: LocalSnowflake,
 ) -> None:
     """No health check (used a moment ago): the refused first statement is retried."""
-    async with builder_for(local_snowflake).create_pool(
-        min_size=1, max_size=1, health_check_after=None
-    ) as pool:
-        async with pool.session() as session:
-            first = session.session_id
+    async with pool_of_one(local_snowflake, health_check_after=None) as (pool, first):
         local_snowflake.delete_session(first)
         async with pool.session() as session:
             rows = await session.collect_many(["select 1", "select 2", "select 3"])
@@ -180,11 +187,7 @@ def short_lived() -> Any:
 async def test_idle_pooled_session_kept_alive_past_the_idle_limit(
     short_lived: LocalSnowflake,
 ) -> None:
-    async with builder_for(short_lived).create_pool(
-        min_size=1, max_size=1, health_check_after=None
-    ) as pool:
-        async with pool.session() as session:
-            first = session.session_id
+    async with pool_of_one(short_lived, health_check_after=None) as (pool, first):
         idle_since = anyio.current_time()
         await until(
             lambda: (
@@ -207,9 +210,7 @@ async def test_idle_session_dead_of_its_master_token_is_replaced_unseen(
 ) -> None:
     """Keep-alive off, no health check: the first statement is refused (390114), retried."""
     builder = builder_for(short_lived, client_session_keep_alive=False)
-    async with builder.create_pool(min_size=1, max_size=1, health_check_after=None) as pool:
-        async with pool.session() as session:
-            first = session.session_id
+    async with pool_of_one(short_lived, builder, health_check_after=None) as (pool, first):
         await until(lambda: short_lived.session(first)["idle"] > MASTER_SECONDS + 0.5, 30)
         async with pool.session() as session:
             assert (await session.sql("select 1").collect())[0][0] == 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Generator, Mapping
-from types import TracebackType
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._closing import Creation
 from ._config import ResolvedConfig, normalize_options, redact, resolve
 from ._driver import Driver, get_driver
 from ._errors import ConfigurationError
@@ -110,29 +110,11 @@ class SessionBuilder:
         return PoolCreation(lambda: open_pool(options, app_tag, checked))
 
 
-class SessionCreation:
+class SessionCreation(Creation[AsyncSession]):
     """Awaitable (gives the session) and async context manager (closes it on exit)."""
 
     def __init__(self, options: dict[str, object], app_tag: str | None) -> None:
-        self._options = options
-        self._app_tag = app_tag
-        self._session: AsyncSession | None = None
-
-    def __await__(self) -> Generator[Any, None, AsyncSession]:
-        return create_session(self._options, self._app_tag).__await__()
-
-    async def __aenter__(self) -> AsyncSession:
-        self._session = await create_session(self._options, self._app_tag)
-        return self._session
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await self._session.aclose()
+        super().__init__(lambda: create_session(options, app_tag))
 
 
 async def create_session(options: dict[str, object], app_tag: str | None) -> AsyncSession:

@@ -17,14 +17,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._closing import Creation
 from ._errors import SessionExpiredError, _ConnectorError, is_session_gone
+from ._own_statements import ignore_result, session_id_for_log
 
 if TYPE_CHECKING:
     from ._pool import SessionPool
@@ -102,7 +104,9 @@ class LeaseGuard:
                 try:
                     fresh = await self.fresh_session()
                 except Exception as e:
-                    logger.warning("replacing session %s failed: %s", _sid(connection), e)
+                    logger.warning(
+                        "replacing session %s failed: %s", session_id_for_log(connection), e
+                    )
                     self.dead = True
                     return False
                 swap_connections(session, fresh)
@@ -110,7 +114,7 @@ class LeaseGuard:
                 logger.info(
                     "pooled session %s was gone before its lease's first statement; "
                     "retrying it on session %s",
-                    _sid(connection),
+                    session_id_for_log(connection),
                     session.session_id,
                 )
                 with anyio.CancelScope(shield=True):
@@ -171,7 +175,7 @@ async def restore_state(session: AsyncSession, original: Original, changed: set[
         else:
             statements.append(f"use schema {database}.{_quoted(original.schema)}")
     for sql in statements:
-        await session._run_query(sql, None, _ignore, operation="restore a pooled session")
+        await session._run_query(sql, None, ignore_result, operation="restore a pooled session")
     if "query_tag" in changed:
         await session.set_query_tag(original.query_tag)
 
@@ -184,17 +188,6 @@ def _known(name: str | None, kind: str) -> str:
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _ignore(cursor: Any) -> None:
-    return None
-
-
-def _sid(connection: Any) -> Any:
-    try:
-        return connection.session_id
-    except Exception:
-        return "?"
 
 
 class Lease:
@@ -228,25 +221,5 @@ class Lease:
             await self._pool._release(pooled, guard)
 
 
-class PoolCreation:
+class PoolCreation(Creation["SessionPool"]):
     """Awaitable (gives the pool) and async context manager (closes it on exit)."""
-
-    def __init__(self, make: Callable[[], Awaitable[SessionPool]]) -> None:
-        self._make = make
-        self._pool: SessionPool | None = None
-
-    def __await__(self) -> Generator[Any, None, SessionPool]:
-        return self._make().__await__()
-
-    async def __aenter__(self) -> SessionPool:
-        self._pool = await self._make()
-        return self._pool
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()

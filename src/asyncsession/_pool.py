@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
 
+from ._closing import ClosesOnExit
 from ._detached import start_detached
 from ._errors import PoolClosedError, PoolTimeout, TooManyRequests
 from ._lease import Lease, LeaseGuard, Original, reset_for_reuse
@@ -54,7 +54,7 @@ class _Waiter:
     error: Exception | None = None
 
 
-class SessionPool:
+class SessionPool(ClosesOnExit):
     """A pool of ``AsyncSession``: ``async with pool.session() as session`` leases one.
 
     Make it with ``await Session.builder....create_pool(min_size=…, max_size=…)`` (or
@@ -173,17 +173,6 @@ class SessionPool:
                 self._close_done.set()
 
     close = aclose
-
-    async def __aenter__(self) -> SessionPool:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ---- opening ---------------------------------------------------------------------
     async def _open(self) -> None:

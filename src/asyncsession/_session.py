@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
 
+from ._closing import ClosesOnExit
 from ._config import ResolvedConfig, redact
 from ._driver import Driver
 from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
 from ._executor import QueryRunner
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
+from ._own_statements import ignore_result, session_id_for_log
 from ._registry import RunningQueries
 from ._state import SessionState
 from ._statement_options import StatementOptions, statement_options
@@ -45,7 +46,7 @@ class _BuilderProperty:
         return SessionBuilder()
 
 
-class AsyncSession:
+class AsyncSession(ClosesOnExit):
     """An async Snowflake session. Create it with ``await Session.builder....create()``.
 
     Queries run through its executor (``_executor``). If the task awaiting
@@ -198,7 +199,7 @@ class AsyncSession:
     def _session_gone(self, error: _ConnectorError) -> None:
         """The registry heard the server say the session is dead (``SessionExpiredError``)."""
         if self._gone is None:
-            logger.warning("session %s is gone: %s", _session_id(self._connection), error)
+            logger.warning("session %s is gone: %s", session_id_for_log(self._connection), error)
             self._gone = error
 
     async def _run_query(
@@ -244,14 +245,14 @@ class AsyncSession:
     async def set_query_tag(self, tag: str | None) -> None:
         if tag is None or tag == "":
             await self._runner.run(
-                "alter session unset query_tag", None, _ignore, operation="set the query tag"
+                "alter session unset query_tag", None, ignore_result, operation="set the query tag"
             )
         else:
             literal = tag.replace("\\", "\\\\").replace("'", "''")
             await self._runner.run(
                 f"alter session set query_tag = '{literal}'",
                 None,
-                _ignore,
+                ignore_result,
                 operation="set the query tag",
             )
         self._query_tag = tag or None
@@ -295,7 +296,7 @@ class AsyncSession:
                 f"invalid {kind} name {name!r}: use an unquoted identifier "
                 '(letters, digits, _ and $) or a double-quoted one ("My Name")'
             )
-        await self._runner.run(f"use {kind} {name}", None, _ignore, operation=f"use a {kind}")
+        await self._runner.run(f"use {kind} {name}", None, ignore_result, operation=f"use a {kind}")
 
     async def _rollback(self) -> bool:
         """ROLLBACK, shielded and bounded by ``cancel_timeout``; True once confirmed.
@@ -341,43 +342,23 @@ class AsyncSession:
             try:
                 await self._runner.control(lambda: self._driver.logout(connection))
             except Exception as e:
-                logger.warning("logging out of session %s failed: %s", _session_id(connection), e)
+                logger.warning(
+                    "logging out of session %s failed: %s", session_id_for_log(connection), e
+                )
         if scope.cancelled_caught:
             logger.warning(
                 "logging out of session %s did not finish within cancel_timeout=%gs",
-                _session_id(connection),
+                session_id_for_log(connection),
                 self.cancel_timeout,
             )
-
-    async def __aenter__(self) -> AsyncSession:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 #: The Snowpark name: ``from asyncsession import Session``.
 Session = AsyncSession
 
 
-def _ignore(cursor: Any) -> None:
-    return None
-
-
 def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _session_id(connection: Any) -> Any:
-    try:
-        return connection.session_id
-    except Exception:
-        return "?"
 
 
 class _LeaseRefusals:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._errors import TransactionError
+from ._own_statements import ignore_result, session_id_for_log
 
 if TYPE_CHECKING:
     from ._session import AsyncSession
@@ -131,7 +132,7 @@ class Transaction:
         try:
             _check_can_begin(session)
             self._token = _inside.set(_inside.get() | {self})
-            await session._run_query("begin", None, _ignore, operation="begin a transaction")
+            await session._run_query("begin", None, ignore_result, operation="begin a transaction")
         except BaseException:
             await self._end_after_failure()
             raise
@@ -148,7 +149,7 @@ class Transaction:
             return
         try:
             await self._session._run_query(
-                "commit", None, _ignore, operation="commit a transaction"
+                "commit", None, ignore_result, operation="commit a transaction"
             )
         except BaseException:
             await self._end_after_failure()
@@ -165,7 +166,7 @@ class Transaction:
                         logger.warning(
                             "closing session %s: its transaction could not be rolled back "
                             "(the server rolls back a closed session's transaction)",
-                            _session_id(session),
+                            session_id_for_log(session),
                         )
                         await session.aclose()
         finally:
@@ -183,14 +184,16 @@ async def rollback(session: AsyncSession) -> bool:
     confirmed = False
     with anyio.CancelScope(shield=True), anyio.move_on_after(session.cancel_timeout) as scope:
         try:
-            await session._run_query("rollback", None, _ignore, operation="roll back", gated=False)
+            await session._run_query(
+                "rollback", None, ignore_result, operation="roll back", gated=False
+            )
             confirmed = True
         except Exception as e:
-            logger.warning("rollback in session %s failed: %s", _session_id(session), e)
+            logger.warning("rollback in session %s failed: %s", session_id_for_log(session), e)
     if scope.cancelled_caught:
         logger.warning(
             "rollback in session %s did not finish within cancel_timeout=%gs",
-            _session_id(session),
+            session_id_for_log(session),
             session.cancel_timeout,
         )
     return confirmed
@@ -209,14 +212,3 @@ def _check_can_begin(session: AsyncSession) -> None:
             "session may still run (Snowflake does not run async queries and transaction "
             "control in parallel on one session): await their result() or cancel() them first"
         )
-
-
-def _ignore(cursor: object) -> None:
-    return None
-
-
-def _session_id(session: AsyncSession) -> object:
-    try:
-        return session.session_id
-    except Exception:
-        return "?"

@@ -16,7 +16,6 @@ The seed comes from ``ASYNCSESSION_SEED`` (else random) and is in every failure 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ from asyncsession import (
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.pool_support import builder_for
-from tests.reliability.test_random_cancellation import seed_from_env
+from tests.reliability.random_rounds import RoundId, Tally, run_random_rounds
 
 pytestmark = pytest.mark.anyio
 
@@ -124,74 +123,71 @@ async def check_every_idle_session(pool: SessionPool, state: str) -> None:
             tg.start_soon(lease_one)
 
 
-async def run_rounds(
-    sf: LocalSnowflake, rounds: int, seed: int, budget: float, totals: dict[str, int]
-) -> int:
-    rng = random.Random(seed)
-    builder = builder_for(sf, cancel_timeout=5)
-    started = time.monotonic()
-    pool: SessionPool | None = None
-    done = 0
-    async with builder.create() as admin:
-        await admin.sql("create schema if not exists POOLREL").collect()
-    try:
-        for index in range(rounds):
-            where = f"seed={seed} round={index}"
-            if pool is None:
-                pool = await builder.create_pool(min_size=1, max_size=MAX_SIZE)
-            r = Round()
-            plan = [
-                (rng.choice(ACTIONS), rng.choice(list(DELAYS)))
-                for _ in range(rng.randint(1, 2 * MAX_SIZE + 2))
-            ]
-            closing = rng.random() < 0.1
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for action, moment in plan:
-                        tg.start_soon(lessee, pool, action, DELAYS[moment], rng.randrange(2**32), r)
-                    if closing:
-                        await anyio.sleep(rng.uniform(0, 0.3))
-                        await pool.aclose()
-            state = f"{where} plan={plan} closing={closing} outcomes={r.outcomes}"
-            assert r.overlaps == [], f"{state}: sessions leased twice at once: {r.overlaps}"
-            try:
-                await until(lambda: not running_of_rounds(sf), 10)
-            except TimeoutError:
-                raise AssertionError(f"{state}: still running: {running_of_rounds(sf)}") from None
-            stats = pool.stats()
-            assert stats["leased"] == 0, f"{state}: {stats}"
-            assert stats["waiting"] == 0, f"{state}: {stats}"
-            assert stats["size"] <= MAX_SIZE, f"{state}: {stats}"
-            known = {int(s["session_id"]) for s in sf.sessions()}
-            ids = {p.session.session_id for p in pool._live}
-            if closing:
-                assert stats["size"] == 0, f"{state}: {stats}"
-                pool = None
-            else:
-                assert ids <= known, f"{state}: pooled sessions gone from the server"
-                await check_every_idle_session(pool, state)
-            done += 1
-            for outcome, count in r.outcomes.items():
-                totals[outcome] = totals.get(outcome, 0) + count
-            if time.monotonic() - started > budget:
-                break
-    finally:
-        if pool is not None:
-            await pool.aclose()
-    return done
+class PoolRounds:
+    """The rounds' pool: a new one after a round that closed it."""
+
+    def __init__(self, sf: LocalSnowflake) -> None:
+        self.sf = sf
+        self.builder = builder_for(sf, cancel_timeout=5)
+        self.pool: SessionPool | None = None
+
+    async def play(self, rng: random.Random, round_id: RoundId, tally: Tally) -> None:
+        sf, where = self.sf, round_id.where
+        if self.pool is None:
+            self.pool = await self.builder.create_pool(min_size=1, max_size=MAX_SIZE)
+        pool = self.pool
+        r = Round()
+        plan = [
+            (rng.choice(ACTIONS), rng.choice(list(DELAYS)))
+            for _ in range(rng.randint(1, 2 * MAX_SIZE + 2))
+        ]
+        closing = rng.random() < 0.1
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for action, moment in plan:
+                    tg.start_soon(lessee, pool, action, DELAYS[moment], rng.randrange(2**32), r)
+                if closing:
+                    await anyio.sleep(rng.uniform(0, 0.3))
+                    await pool.aclose()
+        state = f"{where} plan={plan} closing={closing} outcomes={r.outcomes}"
+        assert r.overlaps == [], f"{state}: sessions leased twice at once: {r.overlaps}"
+        try:
+            await until(lambda: not running_of_rounds(sf), 10)
+        except TimeoutError:
+            raise AssertionError(f"{state}: still running: {running_of_rounds(sf)}") from None
+        stats = pool.stats()
+        assert stats["leased"] == 0, f"{state}: {stats}"
+        assert stats["waiting"] == 0, f"{state}: {stats}"
+        assert stats["size"] <= MAX_SIZE, f"{state}: {stats}"
+        known = {int(s["session_id"]) for s in sf.sessions()}
+        ids = {p.session.session_id for p in pool._live}
+        if closing:
+            assert stats["size"] == 0, f"{state}: {stats}"
+            self.pool = None
+        else:
+            assert ids <= known, f"{state}: pooled sessions gone from the server"
+            await check_every_idle_session(pool, state)
+        tally.operations += len(plan)
+        for outcome, count in r.outcomes.items():
+            tally.count(outcome, count)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
 
 
 async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int) -> None:
-    seed = seed_from_env()
-    totals: dict[str, int] = {}
-    started = time.monotonic()
-    try:
-        done = await run_rounds(sf, rounds, seed, budget, totals)
-    except AssertionError as e:
-        raise AssertionError(f"{e} (reproduce with ASYNCSESSION_SEED={seed})") from e
-    elapsed = time.monotonic() - started
-    print(f"pool cancellation: seed={seed} rounds={done} leases={totals} in {elapsed:.0f}s")
-    assert done >= min_rounds, f"seed={seed}: only {done} rounds in {budget}s"
+    pool_rounds = PoolRounds(sf)
+    async with pool_rounds.builder.create() as admin:
+        await admin.sql("create schema if not exists POOLREL").collect()
+    await run_random_rounds(
+        "pool cancellation",
+        pool_rounds.play,
+        rounds=rounds,
+        budget=budget,
+        min_rounds=min_rounds,
+        close=pool_rounds.aclose,
+    )
 
 
 @both_backends

@@ -19,11 +19,7 @@ The seed comes from ``ASYNCSESSION_SEED`` (else random) and is in every failure 
 
 from __future__ import annotations
 
-import os
 import random
-import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -32,6 +28,14 @@ import pytest
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
+from tests.reliability.random_rounds import (
+    Failure,
+    RoundId,
+    Tally,
+    checkpoints,
+    mine_running,
+    run_random_rounds,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -41,30 +45,6 @@ LONG_MS = 30_000
 STREAM_ROWS = 600
 KINDS = ("wait", "quick", "job", "stream")
 MOMENTS = ("none", "before", "submit", "running", "fetching", "job.cancel", "aclose", "cancel_all")
-
-
-def seed_from_env() -> int:
-    text = os.environ.get("ASYNCSESSION_SEED", "")
-    return int(text) if text.strip() else random.SystemRandom().randrange(2**32)
-
-
-@dataclass
-class Stats:
-    rounds: int = 0
-    operations: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-
-class Failure(AssertionError):
-    pass
-
-
-async def checkpoints(n: int) -> None:
-    for _ in range(n):
-        await anyio.lowlevel.checkpoint()
 
 
 async def operation(
@@ -193,85 +173,75 @@ async def one(
     outcomes.append(outcome)
 
 
-def mine_running(sf: LocalSnowflake, session_id: int) -> list[dict[str, Any]]:
-    return [q for q in sf.running_queries() if q["session_id"] == session_id]
+class SessionRounds:
+    """The rounds' session: a new one after a round that closed it."""
 
+    def __init__(self, sf: LocalSnowflake) -> None:
+        self.sf = sf
+        self.session: AsyncSession | None = None
 
-async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) -> Stats:
-    rng = random.Random(seed)
-    stats = Stats()
-    params = sf.connection_parameters
-    started = time.monotonic()
-    session: AsyncSession | None = None
-    try:
-        for index in range(rounds):
-            where = f"seed={seed} round={index}"
-            if session is None:
-                session = await Session.builder.configs({**params, "cancel_timeout": 5}).create()
-            sid = session.session_id
-            plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]
-            # The round ends by closing the session when any of its operations says so.
-            closing = any(m == "aclose" for _, m in plan) or rng.random() < 0.1
-            cancelling_all = any(m == "cancel_all" for _, m in plan)
-            outcomes: list[str] = []
+    async def play(self, rng: random.Random, round_id: RoundId, stats: Tally) -> None:
+        sf, where = self.sf, round_id.where
+        if self.session is None:
+            params = {**sf.connection_parameters, "cancel_timeout": 5}
+            self.session = await Session.builder.configs(params).create()
+        session = self.session
+        sid = session.session_id
+        plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]
+        # The round ends by closing the session when any of its operations says so.
+        closing = any(m == "aclose" for _, m in plan) or rng.random() < 0.1
+        cancelling_all = any(m == "cancel_all" for _, m in plan)
+        outcomes: list[str] = []
 
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for i, (kind, moment) in enumerate(plan):
-                        what = f"{where} op={i} {kind}/{moment}"
-                        flags = (closing, cancelling_all)
-                        op_seed = rng.randrange(2**32)
-                        tg.start_soon(one, session, kind, moment, what, op_seed, flags, outcomes)
-                    if closing or cancelling_all:
-                        await anyio.sleep(rng.uniform(0, 0.2))
-                        if cancelling_all:
-                            await session.cancel_all()
-                        if closing:
-                            await session.aclose()
-                        # A query submitted after the cancel_all() must end too.
-                        if cancelling_all and not closing:
-                            await anyio.sleep(rng.uniform(0, 0.05))
-                            await session.cancel_all()
-            state = f"{where} plan={plan} outcomes={outcomes}"
-            assert len(outcomes) == len(plan), f"{state}: an operation has no outcome"
-            assert session.running_queries == (), f"{state}: {session.running_queries}"
-            try:
-                await until(lambda sid=sid: not mine_running(sf, sid), 10)
-            except TimeoutError:
-                left = mine_running(sf, sid)
-                raise Failure(f"{state}: still running on the server: {left}") from None
-            if closing or session.is_closed:
-                assert session.is_closed, state
-                known = {s["session_id"] for s in sf.sessions()}
-                assert sid not in known, f"{state}: session still logged in after aclose()"
-                session = None
-            stats.rounds += 1
-            stats.operations += len(plan)
-            for outcome in outcomes:
-                stats.count(outcome)
-            if time.monotonic() - started > budget:
-                break
-    finally:
-        if session is not None:
-            await session.aclose()
-    return stats
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i, (kind, moment) in enumerate(plan):
+                    what = f"{where} op={i} {kind}/{moment}"
+                    flags = (closing, cancelling_all)
+                    op_seed = rng.randrange(2**32)
+                    tg.start_soon(one, session, kind, moment, what, op_seed, flags, outcomes)
+                if closing or cancelling_all:
+                    await anyio.sleep(rng.uniform(0, 0.2))
+                    if cancelling_all:
+                        await session.cancel_all()
+                    if closing:
+                        await session.aclose()
+                    # A query submitted after the cancel_all() must end too.
+                    if cancelling_all and not closing:
+                        await anyio.sleep(rng.uniform(0, 0.05))
+                        await session.cancel_all()
+        state = f"{where} plan={plan} outcomes={outcomes}"
+        assert len(outcomes) == len(plan), f"{state}: an operation has no outcome"
+        assert session.running_queries == (), f"{state}: {session.running_queries}"
+        try:
+            await until(lambda: not mine_running(sf, sid), 10)
+        except TimeoutError:
+            left = mine_running(sf, sid)
+            raise Failure(f"{state}: still running on the server: {left}") from None
+        if closing or session.is_closed:
+            assert session.is_closed, state
+            known = {s["session_id"] for s in sf.sessions()}
+            assert sid not in known, f"{state}: session still logged in after aclose()"
+            self.session = None
+        stats.operations += len(plan)
+        for outcome in outcomes:
+            stats.count(outcome)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.aclose()
 
 
 async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int) -> None:
-    seed = seed_from_env()
-    started = time.monotonic()
-    try:
-        stats = await run_rounds(sf, rounds, seed, budget)
-    except Failure as e:
-        raise AssertionError(f"{e} (reproduce with ASYNCSESSION_SEED={seed})") from e
-    except AssertionError as e:
-        raise AssertionError(f"seed={seed}: {e} (reproduce with ASYNCSESSION_SEED={seed})") from e
-    elapsed = time.monotonic() - started
-    print(
-        f"random cancellation: seed={seed} rounds={stats.rounds} operations={stats.operations} "
-        f"outcomes={stats.outcomes} in {elapsed:.1f}s"
+    session_rounds = SessionRounds(sf)
+    await run_random_rounds(
+        "random cancellation",
+        session_rounds.play,
+        rounds=rounds,
+        budget=budget,
+        min_rounds=min_rounds,
+        close=session_rounds.aclose,
     )
-    assert stats.rounds >= min_rounds, f"seed={seed}: only {stats.rounds} rounds in {budget}s"
 
 
 @both_backends

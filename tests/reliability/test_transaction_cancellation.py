@@ -15,8 +15,6 @@ Seed: ``ASYNCSESSION_SEED`` (else random), in every failure message.
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.lowlevel
@@ -25,26 +23,21 @@ import pytest
 from asyncsession import AsyncSession, Session
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, connect, until
-from tests.reliability.test_random_cancellation import checkpoints, mine_running, seed_from_env
+from tests.reliability.random_rounds import (
+    Failure,
+    Play,
+    RoundId,
+    Tally,
+    checkpoints,
+    mine_running,
+    run_random_rounds,
+)
 
 pytestmark = pytest.mark.anyio
 
 MOMENTS = ("none", "ticks", "deadline", "error")
 #: Per-request latency the emulator adds, so that cancellations land mid-request.
 LATENCY_MS = 3
-
-
-@dataclass
-class Stats:
-    rounds: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-
-class Failure(AssertionError):
-    pass
 
 
 class Planned(Exception):
@@ -117,66 +110,59 @@ async def observer(session: AsyncSession, table: str, rows: int, seen: list[int]
         await anyio.lowlevel.checkpoint()
 
 
-async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) -> Stats:
-    rng = random.Random(seed)
-    stats = Stats()
-    started = time.monotonic()
-    params = {**sf.connection_parameters, "cancel_timeout": 5}
-    async with Session.builder.configs(params).create() as session:
-        sid = session.session_id
-        for index in range(rounds):
-            where = f"seed={seed} round={index}"
-            table = f"t_round_{seed}_{index}"
-            await session.sql(f"create table {table} (n int)").collect()
-            rows = rng.randint(1, 4)
-            moment = rng.choice(MOMENTS)
-            seen: list[int] = []
-            outcomes: list[str] = []
-            round_rng = random.Random(rng.randrange(2**32))
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(record, session, round_rng, table, rows, moment, outcomes)
-                    await checkpoints(rng.randrange(0, 4))
-                    tg.start_soon(observer, session, table, rows, seen)
-            outcome = outcomes[0]
-            state = f"{where} moment={moment} rows={rows} outcome={outcome} seen={seen}"
-            if session.running_queries != ():
-                raise Failure(f"{state}: still tracked {session.running_queries}")
-            try:
-                await until(lambda: not mine_running(sf, sid), 10)
-            except TimeoutError:
-                raise Failure(f"{state}: still running: {mine_running(sf, sid)}") from None
-            if session.in_transaction or session._gate.owner is not None:
-                raise Failure(f"{state}: the session still thinks a transaction is open")
-            if sf.session(sid)["transaction_id"] is not None:
-                raise Failure(f"{state}: a transaction is still open on the server")
-            count = committed_rows(sf, table)
-            expected = {"finished": {rows}, "error": {0}}.get(outcome, {0, rows})
-            if count not in expected:
-                raise Failure(f"{state}: {count} rows committed, expected one of {expected}")
-            if any(n not in (0, rows) for n in seen):
-                raise Failure(f"{state}: the observer saw part of the transaction")
-            assert (await session.sql("select 1").collect())[0][0] == 1, state
-            stats.rounds += 1
-            stats.count(f"{outcome}:{'all' if count else 'none'}")
-            if time.monotonic() - started > budget:
-                break
-    return stats
+def transaction_rounds(sf: LocalSnowflake, session: AsyncSession) -> Play:
+    sid = session.session_id
+
+    async def play(rng: random.Random, round_id: RoundId, stats: Tally) -> None:
+        where = round_id.where
+        table = f"t_round_{round_id.seed}_{round_id.index}"
+        await session.sql(f"create table {table} (n int)").collect()
+        rows = rng.randint(1, 4)
+        moment = rng.choice(MOMENTS)
+        seen: list[int] = []
+        outcomes: list[str] = []
+        round_rng = random.Random(rng.randrange(2**32))
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(record, session, round_rng, table, rows, moment, outcomes)
+                await checkpoints(rng.randrange(0, 4))
+                tg.start_soon(observer, session, table, rows, seen)
+        outcome = outcomes[0]
+        state = f"{where} moment={moment} rows={rows} outcome={outcome} seen={seen}"
+        if session.running_queries != ():
+            raise Failure(f"{state}: still tracked {session.running_queries}")
+        try:
+            await until(lambda: not mine_running(sf, sid), 10)
+        except TimeoutError:
+            raise Failure(f"{state}: still running: {mine_running(sf, sid)}") from None
+        if session.in_transaction or session._gate.owner is not None:
+            raise Failure(f"{state}: the session still thinks a transaction is open")
+        if sf.session(sid)["transaction_id"] is not None:
+            raise Failure(f"{state}: a transaction is still open on the server")
+        count = committed_rows(sf, table)
+        expected = {"finished": {rows}, "error": {0}}.get(outcome, {0, rows})
+        if count not in expected:
+            raise Failure(f"{state}: {count} rows committed, expected one of {expected}")
+        if any(n not in (0, rows) for n in seen):
+            raise Failure(f"{state}: the observer saw part of the transaction")
+        assert (await session.sql("select 1").collect())[0][0] == 1, state
+        stats.operations += 1
+        stats.count(f"{outcome}:{'all' if count else 'none'}")
+
+    return play
 
 
 async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int) -> None:
-    seed = seed_from_env()
     sf.set_latency(LATENCY_MS)
-    started = time.monotonic()
-    try:
-        stats = await run_rounds(sf, rounds, seed, budget)
-    except AssertionError as e:
-        raise AssertionError(f"{e} (reproduce with ASYNCSESSION_SEED={seed})") from e
-    print(
-        f"transaction cancellation: seed={seed} rounds={stats.rounds} "
-        f"outcomes={stats.outcomes} in {time.monotonic() - started:.1f}s"
-    )
-    assert stats.rounds >= min_rounds, f"seed={seed}: only {stats.rounds} rounds in {budget}s"
+    params = {**sf.connection_parameters, "cancel_timeout": 5}
+    async with Session.builder.configs(params).create() as session:
+        await run_random_rounds(
+            "transaction cancellation",
+            transaction_rounds(sf, session),
+            rounds=rounds,
+            budget=budget,
+            min_rounds=min_rounds,
+        )
 
 
 @both_backends
