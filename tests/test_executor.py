@@ -7,6 +7,7 @@ query ids from submission, aborts by query id.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -14,10 +15,11 @@ import pytest
 from snowflake.connector.errors import ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError, Session
-from asyncsession._executor import DEFAULT_IO_THREADS
+from asyncsession._executor import CONTROL_THREADS, DEFAULT_IO_THREADS, QueryRunner
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, running_in_session, until
+from tests.test_abort_logic import FakeDriver
 
 pytestmark = [pytest.mark.anyio, both_backends]
 
@@ -162,3 +164,30 @@ async def test_a_failed_status_request_reaches_the_waiter_bare() -> None:
     query = RunningQuery("select 1", query_id="qid-1")
     with pytest.raises(DatabaseError, match="Connection is closed"):
         await StatusPoller(status).wait(query)
+
+
+async def test_logout_is_sent_while_every_control_slot_is_busy() -> None:
+    """aclose()'s logout takes a thread of its own: queued behind stuck aborts and given up
+    on at cancel_timeout, it would never be sent (the session would stay logged in)."""
+    runner = QueryRunner(
+        connection=object, driver=FakeDriver(), cancel_timeout=1.0, max_concurrent_queries=10
+    )
+    release = threading.Event()
+    started: list[int] = []
+
+    def stuck() -> None:
+        started.append(1)
+        release.wait(30)
+
+    logged_out = threading.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(CONTROL_THREADS):
+                tg.start_soon(runner.control, stuck)
+            await until(lambda: len(started) == CONTROL_THREADS)
+            with anyio.fail_after(10):
+                await runner.logout(logged_out.set)
+            release.set()
+    finally:
+        release.set()
+    assert logged_out.is_set()

@@ -373,8 +373,13 @@ class QueryRunner:
         return await run_blocking(fn, self._io)
 
     async def control(self, fn: Callable[[], T]) -> T:
-        """A control call (closing a cursor, logging out): never queued behind queries."""
+        """A control call (closing a cursor, an abort): never queued behind queries."""
         return await run_blocking(fn, self._control)
+
+    async def logout(self, fn: Callable[[], T]) -> T:
+        """The session's logout: a thread of its own at once, never queued behind aborts
+        (given up on while waiting for a control slot, it would never be sent)."""
+        return await run_blocking(fn, anyio.CapacityLimiter(1))
 
     async def abort(self, query: RunningQuery, reason: str) -> bool:
         return await self.registry.abort(query, reason)

@@ -340,7 +340,7 @@ class AsyncSession(ClosesOnExit):
         connection = self._connection
         with anyio.move_on_after(self.cancel_timeout) as scope:
             try:
-                await self._runner.control(lambda: self._driver.logout(connection))
+                await self._runner.logout(lambda: self._driver.logout(connection))
             except Exception as e:
                 logger.warning(
                     "logging out of session %s failed: %s", session_id_for_log(connection), e
