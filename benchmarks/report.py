@@ -285,6 +285,7 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
     ]
     pairs = {
         "asyncsession to_local_iterator": "raw fetchmany",
+        "asyncsession to_row_batches": "raw fetchmany",
         "asyncsession to_arrow_batches": "raw fetch_arrow_batches",
     }
     for gen, run in runs:
