@@ -314,6 +314,7 @@ def _aclose_rows(run: Run, sc: Scenario) -> list[list[str]]:
 #: Each streaming mode of ours, and the raw one it is set against.
 _STREAM_PAIRS = {
     "asyncsession to_local_iterator": "raw fetchmany",
+    "asyncsession to_row_batches": "raw fetchmany",
     "asyncsession to_arrow_batches": "raw fetch_arrow_batches",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -102,12 +103,43 @@ async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession
     assert [row async for row in session.sql(sql).to_local_iterator()] == []
     # A batch source may yield empty batches (never from the connector we know, but the
     # stream must skip them, not recurse or stop early).
+    # A flattened stream's batches are the driver's row tuples; it makes the Rows.
     query = session.sql(f"{NUMBERS.format(3)} order by n")
     stream: ResultStream[Any] = ResultStream(
-        query, lambda cursor: iter([[], [1], [], [], [2, 3], []]), flatten=True
+        query, lambda cursor: iter([[], [(1,)], [], [], [(2,), (3,)], []]), flatten=True
     )
-    assert [item async for item in stream] == [1, 2, 3]
+    rows = [item async for item in stream]
+    assert rows == [(1,), (2,), (3,)]
+    assert all(isinstance(row, Row) and row[0] == row.N for row in rows)
     assert session.running_queries == ()
+
+
+async def test_local_iterator_rows_are_named_across_batch_boundaries(
+    session: AsyncSession,
+) -> None:
+    sql = f"{NUMBERS.format(10)} order by n"
+    rows = [row async for row in session.sql(sql).to_local_iterator(batch_rows=3)]
+    assert [row.N for row in rows] == list(range(10))
+    assert all(isinstance(row, Row) for row in rows)
+    assert len({type(row) for row in rows}) == 1  # one Row class per result, not per batch
+    assert rows[4].as_dict() == {"N": 4}
+
+
+async def test_local_iterator_does_not_hold_a_batch_of_rows(session: AsyncSession) -> None:
+    # Rows are made as they are handed out (a batch of live Rows costs full GC passes):
+    # while the consumer is mid-batch, only the Rows it kept exist.
+    sql = f"{NUMBERS.format(2000)} order by n"
+    kept: list[Row] = []
+    live: list[int] = []
+    async with session.sql(sql).to_local_iterator(batch_rows=1000) as stream:
+        async for row in stream:
+            if row.N in (10, 1500):
+                kept.append(row)
+                live.append(sum(1 for o in gc.get_objects() if type(o) is type(row)))
+    assert [row.N for row in kept] == [10, 1500]
+    # The kept ones and the loop variable's (a batch was 1000 Rows before).
+    assert live[0] <= 2
+    assert live[1] <= 3
 
 
 async def test_stream_closed_early_releases_its_cursor(session: AsyncSession) -> None:

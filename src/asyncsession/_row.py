@@ -110,11 +110,8 @@ class Row(tuple[Any, ...]):
     @classmethod
     def _factory(cls, fields: tuple[str, ...]) -> Callable[[Iterable[Any]], Row]:
         """A fast constructor for many rows with ``fields`` (no length check per row)."""
-        row_cls = _row_class(fields)
-
-        def make(values: Iterable[Any]) -> Row:
-            return tuple.__new__(row_cls, values)
-
+        # A partial of the C-level constructor: no Python frame per row.
+        make: Callable[[Iterable[Any]], Row] = functools.partial(tuple.__new__, _row_class(fields))
         return make
 
     @classmethod
