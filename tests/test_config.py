@@ -609,6 +609,11 @@ def test_connections_toml_that_is_a_directory(home: Path, sfdir: Path) -> None:
         run({"connection_name": "dev"}, home)
 
 
+def test_connections_file_path_with_a_nul_byte(home: Path) -> None:
+    with pytest.raises(ConfigurationError, match="embedded null byte"):
+        run({"connections_file_path": "dev\x00.toml"}, home)
+
+
 # --- permissions ----------------------------------------------------------------------
 
 

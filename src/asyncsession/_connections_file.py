@@ -103,6 +103,8 @@ def load_toml(path: Path, *, check_permissions: bool, silence: bool) -> dict[str
         raise ConfigurationError(f"{path} is a directory, not a TOML file") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL in the path: os.open refuses it before any I/O
+        raise ConfigurationError(f"cannot read {str(path)!r}: {exc}") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
