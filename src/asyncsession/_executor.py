@@ -31,6 +31,7 @@ from ._registry import QueryRegistry, RunningQueries, RunningQuery
 from ._state import SessionState, classify
 from ._threads import WorkerCall, run_blocking
 from ._transaction import TransactionGate
+from ._turnstile import Turnstile
 
 if TYPE_CHECKING:
     from ._statement_options import StatementOptions
@@ -99,6 +100,8 @@ class QueryRunner:
             on_session_gone=on_session_gone,
         )
         self.poller = StatusPoller(self._status, rate=poll_rate)
+        #: Spreads a fan-out's first steps over loop turns (see ``_turnstile``).
+        self.turnstile = Turnstile()
         self.closed = False
 
     @property
@@ -135,6 +138,7 @@ class QueryRunner:
         ``gated``: wait while another task's transaction is open (see ``_transaction``).
         """
         self.check_open(operation)
+        await self.turnstile.enter()
         effect = classify(sql_text)
         counted = await self.gate.admit(lambda: self.check_open(operation)) if gated else False
         try:
@@ -313,6 +317,7 @@ class QueryRunner:
     ) -> RunningQuery:
         """Submit without waiting; the returned query stays tracked until it is seen ended."""
         self.check_open("submit a query")
+        await self.turnstile.enter()
         if self.gate.inside():
             raise TransactionError(
                 "collect_nowait() cannot run inside a transaction: Snowflake does not run async "
