@@ -138,7 +138,7 @@ class QueryRunner:
         ``gated``: wait while another task's transaction is open (see ``_transaction``).
         """
         self.check_open(operation)
-        await self.turnstile.enter()
+        await self._through_turnstile()
         effect = classify(sql_text)
         counted = await self.gate.admit(lambda: self.check_open(operation)) if gated else False
         try:
@@ -164,6 +164,11 @@ class QueryRunner:
                     return result
         finally:
             self.gate.leave(counted)
+
+    async def _through_turnstile(self) -> None:
+        refused = await self.turnstile.enter()
+        if refused is not None:  # a cancel_all()/aclose() came while it waited its turn
+            raise QueryCancelledError(None, refused)
 
     async def _admitted(
         self,
@@ -317,7 +322,7 @@ class QueryRunner:
     ) -> RunningQuery:
         """Submit without waiting; the returned query stays tracked until it is seen ended."""
         self.check_open("submit a query")
-        await self.turnstile.enter()
+        await self._through_turnstile()
         if self.gate.inside():
             raise TransactionError(
                 "collect_nowait() cannot run inside a transaction: Snowflake does not run async "
@@ -385,6 +390,9 @@ class QueryRunner:
         return await self.registry.abort(query, reason)
 
     async def abort_all(self, reason: str) -> int:
+        # Those of a fan-out still waiting their turn would have been in the registry
+        # had they started in one turn: they end as the registry's do, not start after.
+        self.turnstile.turn_away(reason)
         return await self.registry.abort_all(reason)
 
 

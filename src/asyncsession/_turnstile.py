@@ -7,7 +7,9 @@ loop for hundreds of ms. Behind the turnstile a task past the quota of this turn
 at once (a few µs), and each following turn lets the next ``per_turn`` through, so the
 steps spread over turns and the loop serves its other tasks between them.
 
-A query that finds the turnstile free passes without waiting (no checkpoint added).
+A query that finds the turnstile free passes without waiting (no checkpoint added). A
+``cancel_all()`` or ``aclose()`` turns the parked ones away, as it aborts the queries it
+finds in the registry: a query of the fan-out it overlaps does not start after it.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ def _call_soon() -> Callable[[Callable[[], object]], object]:
 
 
 class _Waiter:
-    __slots__ = ("event", "gone")
+    __slots__ = ("event", "gone", "refused")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.gone = False  # cancelled while parked: its pass goes to the next one
+        self.refused: str | None = None
 
 
 class Turnstile:
@@ -55,11 +58,12 @@ class Turnstile:
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.gone)
 
-    async def enter(self) -> None:
+    async def enter(self) -> str | None:
+        """Pass now or in a later turn; the reason, if turned away by ``turn_away()``."""
         if self._left > 0 and not self._waiters:
             self._left -= 1
             self._schedule_turn()
-            return
+            return None
         waiter = _Waiter()
         self._waiters.append(waiter)
         self.parked += 1
@@ -69,7 +73,28 @@ class Turnstile:
         except BaseException:
             if not waiter.event.is_set():
                 waiter.gone = True  # skipped when its turn comes (no O(n) removal)
+            elif waiter.refused is None:
+                self._release_next()  # cancelled as its pass came: the next one takes it
             raise
+        return waiter.refused
+
+    def _release_next(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.gone:
+                waiter.event.set()
+                return
+
+    def turn_away(self, reason: str) -> int:
+        """Release every parked task with ``reason`` instead of a pass; how many."""
+        count = 0
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.gone:
+                waiter.refused = reason
+                waiter.event.set()
+                count += 1
+        return count
 
     def _schedule_turn(self) -> None:
         if not self._turn_scheduled:
