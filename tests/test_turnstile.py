@@ -33,8 +33,8 @@ async def test_a_free_turnstile_adds_no_checkpoint_and_the_rest_of_a_turn_park()
     with anyio.CancelScope() as scope:
         scope.cancel()
         # No checkpoint on the way through, so the cancellation is not delivered here.
-        assert await turnstile.enter() is None
-        assert await turnstile.enter() is None
+        assert (await turnstile.enter()).refused is None
+        assert (await turnstile.enter()).refused is None
         with pytest.raises(anyio.get_cancelled_exc_class()):
             await turnstile.enter()  # the third of this turn parks, and is cancelled
     assert turnstile.parked == 1
@@ -46,8 +46,9 @@ async def test_a_fan_out_passes_at_most_per_turn_tasks_in_each_turn() -> None:
     passed_in: list[int] = []
 
     async def one() -> None:
-        assert await turnstile.enter() is None
+        passed = await turnstile.enter()
         passed_in.append(turnstile.turns)
+        passed.settle()
 
     async with anyio.create_task_group() as tg:
         for _ in range(20):
@@ -59,6 +60,31 @@ async def test_a_fan_out_passes_at_most_per_turn_tasks_in_each_turn() -> None:
     for turn in range(max(passed_in) + 1):
         assert sum(1 for t in passed_in if t <= turn) <= 3 * (turn + 1)
     assert max(passed_in) >= 6
+
+
+async def test_at_most_backlog_passes_are_unsettled_and_settling_lets_the_next_in() -> None:
+    turnstile = Turnstile(per_turn=2, backlog=3)
+    settle = anyio.Event()
+    most = 0
+
+    async def one() -> None:
+        nonlocal most
+        passed = await turnstile.enter()
+        most = max(most, turnstile.unsettled)
+        await settle.wait()
+        passed.settle()
+        passed.settle()  # idempotent
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(one)
+        await parked(turnstile, 5)
+        for _ in range(20):  # turns go by: the backlog stays full, nobody else passes
+            await anyio.lowlevel.checkpoint()
+        assert turnstile.waiting == 5
+        settle.set()
+    assert most == 3
+    assert turnstile.unsettled == 0
 
 
 async def parked(turnstile: Turnstile, count: int) -> None:
@@ -94,7 +120,7 @@ async def test_turn_away_releases_the_parked_with_the_reason() -> None:
     outcomes: list[str | None] = []
 
     async def one() -> None:
-        outcomes.append(await turnstile.enter())
+        outcomes.append((await turnstile.enter()).refused)
 
     async with anyio.create_task_group() as tg:
         for _ in range(4):
