@@ -99,6 +99,39 @@ async def test_cancel_all_gives_query_cancelled_error(local_snowflake: LocalSnow
         assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
 
 
+async def test_cancel_all_ends_the_queries_of_a_fan_out_still_waiting_their_turn(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    # A fan-out starts over several loop turns (the executor's turnstile): those still
+    # waiting their turn when cancel_all() comes end with it, and never start after.
+    async with await session_for(local_snowflake) as session:
+        turnstile = session._runner.turnstile
+        errors: list[BaseException] = []
+        parked = 0
+
+        async def one() -> None:
+            try:
+                await session.sql("select system$wait(2)").collect()
+            except QueryCancelledError as e:
+                errors.append(e)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(one)
+            with anyio.fail_after(10):
+                while not (len(session._runner.registry) and turnstile.waiting):
+                    await anyio.lowlevel.checkpoint()
+            parked = turnstile.waiting  # cancel_all() turns these away before its first await
+            await session.cancel_all()
+        # Those parked and those in flight; a query between its turn and its first
+        # request when cancel_all() came may have run (as before the turnstile existed).
+        assert len(errors) >= parked > 0
+        assert all(isinstance(e, QueryCancelledError) for e in errors)
+        assert all(e.reason == "cancel_all()" for e in errors if isinstance(e, QueryCancelledError))
+        assert turnstile.waiting == 0
+        assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
 async def test_job_cancel_gives_query_cancelled_error(local_snowflake: LocalSnowflake) -> None:
     async with await session_for(local_snowflake) as session:
         job = await session.sql(LONG).collect_nowait()

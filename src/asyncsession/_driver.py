@@ -20,6 +20,7 @@ import functools
 import importlib.metadata
 import json
 import logging
+import random
 import re
 import threading
 import uuid
@@ -221,8 +222,10 @@ class Connector4(_Common):
         connection.close()
 
     def prepare(self, handle: QueryHandle) -> None:
-        # Chosen up front, so an abort can be sent whenever the task is cancelled.
-        handle.request_id = str(uuid.uuid4())
+        # Chosen up front, so an abort can be sent whenever the task is cancelled. Not
+        # uuid4(): on the event loop, its os.urandom() releases the GIL, and getting it
+        # back from busy worker threads can take a switch interval (5 ms) or more.
+        handle.request_id = str(uuid.UUID(int=random.getrandbits(128), version=4))
         handle.request_id_known.set()
 
     def execute(

@@ -31,6 +31,7 @@ from ._registry import QueryRegistry, RunningQueries, RunningQuery
 from ._state import SessionState, classify
 from ._threads import WorkerCall, run_blocking
 from ._transaction import TransactionGate
+from ._turnstile import DEFAULT_PER_TURN, Pass, Turnstile
 
 if TYPE_CHECKING:
     from ._statement_options import StatementOptions
@@ -99,6 +100,11 @@ class QueryRunner:
             on_session_gone=on_session_gone,
         )
         self.poller = StatusPoller(self._status, rate=poll_rate)
+        #: Spreads a fan-out's first steps over loop turns, and keeps the rest of it parked
+        #: while enough are queued for a thread (see ``_turnstile``).
+        self.turnstile = Turnstile(
+            backlog=2 * int(self._io.total_tokens) + self.sync_slots + DEFAULT_PER_TURN
+        )
         self.closed = False
 
     @property
@@ -137,7 +143,11 @@ class QueryRunner:
         self.check_open(operation)
         effect = classify(sql_text)
         counted = await self.gate.admit(lambda: self.check_open(operation)) if gated else False
+        passed: Pass | None = None
         try:
+            # After the gate: a transaction's own statements must never wait behind a
+            # backlog of queries that wait for that transaction to end.
+            passed = await self._through_turnstile()
             statement_params = options.parameters() if options is not None else None
             while True:  # once more only if a pool lease swapped in a fresh connection
                 connection = self._connection()
@@ -145,7 +155,14 @@ class QueryRunner:
                 succeeded = retry = False
                 try:
                     result = await self._admitted(
-                        sql_text, params, consume, operation, keep_cursor, statement_params, effect
+                        sql_text,
+                        params,
+                        consume,
+                        operation,
+                        keep_cursor,
+                        statement_params,
+                        effect,
+                        passed,
                     )
                     succeeded = True
                 except Exception as e:
@@ -159,7 +176,15 @@ class QueryRunner:
                 if not retry:
                     return result
         finally:
+            if passed is not None:
+                passed.settle()
             self.gate.leave(counted)
+
+    async def _through_turnstile(self) -> Pass:
+        passed = await self.turnstile.enter()
+        if passed.refused is not None:  # a cancel_all()/aclose() came while it waited
+            raise QueryCancelledError(None, passed.refused)
+        return passed
 
     async def _admitted(
         self,
@@ -170,6 +195,7 @@ class QueryRunner:
         keep_cursor: bool,
         statement_params: dict[str, Any] | None,
         effect: Any,
+        passed: Pass,
     ) -> T:
         async with self._admission:
             self.check_open(operation)
@@ -179,6 +205,7 @@ class QueryRunner:
                 self.state.in_transaction or self.gate.inside() or effect.transaction is not None
             )
             if transactional or self._sync_in_flight < self.sync_slots:
+                passed.settle()
                 self._sync_in_flight += 1
                 try:
                     return await self._run_one_round_trip(
@@ -186,7 +213,10 @@ class QueryRunner:
                     )
                 finally:
                     self._sync_in_flight -= 1
-            query = await self._submit(sql_text, params, statement_params)
+            try:
+                query = await self._submit(sql_text, params, statement_params)
+            finally:
+                passed.settle()
             try:
                 return await self._wait_and_fetch(query, consume, keep_cursor, operation)
             finally:
@@ -320,7 +350,9 @@ class QueryRunner:
                 "(collect(), …) instead"
             )
         counted = await self.gate.admit(lambda: self.check_open("submit a query"))
+        passed: Pass | None = None
         try:
+            passed = await self._through_turnstile()
             effect = classify(sql_text)
             statement_params = options.parameters() if options is not None else None
             # What the statement may change counts from its submission on (a job's end is
@@ -330,6 +362,8 @@ class QueryRunner:
             query = await self._submit(sql_text, params, statement_params)
             query.job = True
         finally:
+            if passed is not None:
+                passed.settle()
             self.gate.leave(counted)
         if query.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
             raise QueryCancelledError(query.query_id, query.cancel_reason)
@@ -385,6 +419,9 @@ class QueryRunner:
         return await self.registry.abort(query, reason)
 
     async def abort_all(self, reason: str) -> int:
+        # Those of a fan-out still waiting their turn would have been in the registry
+        # had they started in one turn: they end as the registry's do, not start after.
+        self.turnstile.turn_away(reason)
         return await self.registry.abort_all(reason)
 
 

@@ -67,49 +67,68 @@ class StatusPoller:
         assert query.query_id is not None
         gap = POLL_FIRST
         while True:
-            wake = query.wake = query.wake if query.wake is not None else anyio.Event()
-            if not wake.is_set():
-                with anyio.move_on_after(gap):
-                    await wake.wait()
-            seen = None if wake.is_set() else await self._look_unless_woken(query.query_id, wake)
+            wake = query.wake
+            if not isinstance(wake, Wake):
+                wake = query.wake = Wake()
+            seen = await self._look_unless_woken(query.query_id, gap, wake)
             if seen is None:  # an aborter woke us
                 if query.cancel_reason is not None:
                     # It did so once its abort was answered or confirmed: no status
                     # request and no result fetch just to learn of the 604.
                     raise QueryCancelledError(query.query_id, query.cancel_reason)
-                query.wake = anyio.Event()
+                query.wake = Wake()
                 continue
             name, running = seen
             if not running:
                 return name
             gap = min(gap * POLL_GROWTH, POLL_MAX)
 
-    async def _look_unless_woken(self, query_id: str, wake: anyio.Event) -> tuple[str, bool] | None:
-        """One paced status request, given up (None) if ``wake`` is set meanwhile.
+    async def _look_unless_woken(
+        self, query_id: str, gap: float, wake: Wake
+    ) -> tuple[str, bool] | None:
+        """After ``gap``, one paced status request; given up (None) once ``wake`` is set.
 
         A waiter queued behind the session's other polls must not make an abort wait for
-        its turn; a status request given up on finishes in its thread, unread.
+        its turn; a status request given up on finishes in its thread, unread. One cancel
+        scope per poll, which the waker cancels: no task (group) per status request.
         """
         seen: tuple[str, bool] | None = None
-        failed: Exception | None = None
-
-        async def look() -> None:
-            nonlocal seen, failed
-            try:
+        try:
+            with wake.watch():
+                await anyio.sleep(gap)
                 seen = await self.status(query_id)
-            except Exception as e:
-                # Raised below, bare: out of the task group it would be an ExceptionGroup,
-                # which the waiter's translation (a closed session, a 604) does not catch.
-                failed = e
-            tg.cancel_scope.cancel()
+        finally:
+            wake.unwatch()
+        return seen  # None: woken before the status request returned
 
-        async def watch() -> None:
-            await wake.wait()
-            tg.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(look)
-            tg.start_soon(watch)
-        if failed is not None:
-            raise failed
-        return seen
+class Wake:
+    """Set by an aborter (``_registry``) to make the query's waiter look at once.
+
+    Setting it cancels the waiter's current poll (its sleep or its status request), if
+    one is under way; one set before the poll starts cancels it at once.
+    """
+
+    __slots__ = ("_is_set", "_scope")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._scope: anyio.CancelScope | None = None
+
+    def set(self) -> None:
+        self._is_set = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def watch(self) -> anyio.CancelScope:
+        """A cancel scope for one poll, cancelled when (or if already) set."""
+        scope = self._scope = anyio.CancelScope()
+        if self._is_set:
+            scope.cancel()
+        return scope
+
+    def unwatch(self) -> None:
+        self._scope = None

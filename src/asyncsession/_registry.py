@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from snowflake.connector.errors import Error, ProgrammingError
@@ -39,6 +39,12 @@ BULK_ABORT_MIN = 2
 #: After it, a one-round-trip query's worker gets this long (plus twice the bulk call's
 #: own round trip) to drain with its 604 before it gets an abort of its own.
 BULK_GRACE_SECONDS = 0.05
+
+
+class Waker(Protocol):
+    """What an aborter sets to make a query's waiter look at once (``_poller.Wake``)."""
+
+    def set(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -69,7 +75,7 @@ class RunningQuery:
     #: A ``collect_nowait()`` / ``create_async_job()`` job: nothing of ours waits on it
     #: unless ``job.result()`` does (``_transaction`` refuses to begin while one may run).
     job: bool = field(default=False, repr=False)
-    wake: anyio.Event | None = field(default=None, repr=False)
+    wake: Waker | None = field(default=None, repr=False)
     #: Set when the first aborter's request has had its answer: a later aborter (an
     #: ``aclose()`` after a ``job.cancel()``) waits for it before logging out.
     abort_answered: anyio.Event | None = field(default=None, repr=False)
