@@ -31,7 +31,7 @@ from ._registry import QueryRegistry, RunningQueries, RunningQuery
 from ._state import SessionState, classify
 from ._threads import WorkerCall, run_blocking
 from ._transaction import TransactionGate
-from ._turnstile import DEFAULT_PER_TURN, Pass, Turnstile
+from ._turnstile import Pass, Turnstile
 
 if TYPE_CHECKING:
     from ._statement_options import StatementOptions
@@ -100,11 +100,12 @@ class QueryRunner:
             on_session_gone=on_session_gone,
         )
         self.poller = StatusPoller(self._status, rate=poll_rate)
-        #: Spreads a fan-out's first steps over loop turns, and keeps the rest of it parked
-        #: while enough are queued for a thread (see ``_turnstile``).
-        self.turnstile = Turnstile(
-            backlog=2 * int(self._io.total_tokens) + self.sync_slots + DEFAULT_PER_TURN
-        )
+        #: Spreads a fan-out's first steps over loop turns (see ``_turnstile``). Its
+        #: backlog is left at the admission limit: bounded tighter (2 x I/O threads),
+        #: a 1,000-query fan-out took 25-50 % longer on both backends and sent 2.3x the
+        #: status requests (its polls were no longer spaced out behind the submissions),
+        #: for no measurable gain in loop lag.
+        self.turnstile = Turnstile(backlog=max_concurrent_queries)
         self.closed = False
 
     @property

@@ -7,11 +7,10 @@ loop for hundreds of ms. Behind the turnstile a task past the quota of this turn
 at once (a few µs), and each following turn lets the next ``per_turn`` through, so the
 steps spread over turns and the loop serves its other tasks between them.
 
-It also bounds the ``backlog``: queries through it and not yet *settled* (submitted, or
-running with one round trip). The rest of a large fan-out waits here, parked with a few
-objects each, instead of set up (≈80 objects each) in the queue for a worker thread:
-fewer live objects make the garbage collector's full collections rarer and shorter, and
-each of those stops the loop for its whole length.
+It can also bound the ``backlog``: queries through it and not yet *settled* (submitted,
+or running with one round trip); the rest then wait here, parked with a few objects each,
+instead of set up (≈80 objects each) in the queue for a worker thread. The executor
+leaves it at the admission limit (why: ``_executor``).
 
 A query that finds the turnstile free passes without waiting (no checkpoint added). A
 ``cancel_all()`` or ``aclose()`` turns the parked ones away, as it aborts the queries it
