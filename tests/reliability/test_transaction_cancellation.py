@@ -126,7 +126,7 @@ async def run_rounds(sf: LocalSnowflake, rounds: int, seed: int, budget: float) 
         sid = session.session_id
         for index in range(rounds):
             where = f"seed={seed} round={index}"
-            table = f"t_round_{seed}_{index}"
+            table = f"t_round_{seed}_{sid}_{index}"  # unique on a shared emulator
             await session.sql(f"create table {table} (n int)").collect()
             rows = rng.randint(1, 4)
             moment = rng.choice(MOMENTS)
@@ -180,11 +180,11 @@ async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int)
 
 
 @both_backends
-async def test_transaction_cancellation(emulator: LocalSnowflake) -> None:
-    await check(emulator, rounds=30, budget=25, min_rounds=20)
+async def test_transaction_cancellation(shared_emulator: LocalSnowflake) -> None:
+    await check(shared_emulator, rounds=30, budget=25, min_rounds=20)
 
 
 @pytest.mark.slow
 @both_backends
-async def test_transaction_cancellation_soak(emulator: LocalSnowflake) -> None:
-    await check(emulator, rounds=400, budget=280, min_rounds=400)
+async def test_transaction_cancellation_soak(shared_emulator: LocalSnowflake) -> None:
+    await check(shared_emulator, rounds=400, budget=280, min_rounds=400)
