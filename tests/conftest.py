@@ -11,6 +11,7 @@ import pytest
 from asyncsession._threads import pool_threads, retire_idle_workers
 from asyncsession.testing import LocalSnowflake
 from asyncsession.testing._plugin import live_connection
+from asyncsession.testing._protocol import MASTER_TOKEN_VALIDITY, SESSION_TOKEN_VALIDITY
 
 
 @pytest.fixture
@@ -20,6 +21,18 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[LocalSnowflake]:
         pytest.skip("uses a private emulator (live mode)")
     with LocalSnowflake() as sf:
         yield sf
+
+
+@pytest.fixture
+def shared_emulator(local_snowflake: LocalSnowflake) -> Iterator[LocalSnowflake]:
+    """The session's emulator for a test that injects faults or latency, or changes token
+    validity, without needing a server of its own (no process to start: seconds saved per
+    test). Faults, latency and token validity are back to the defaults when it ends. A test
+    that kills the server, or counts what the server saw since it started, takes
+    ``emulator``; one that counts here compares with a figure taken at its start."""
+    yield local_snowflake
+    local_snowflake.clear_faults()
+    local_snowflake.set_token_validity(session=SESSION_TOKEN_VALIDITY, master=MASTER_TOKEN_VALIDITY)
 
 
 @pytest.fixture

@@ -555,7 +555,8 @@ async def test_unknown_option_warns_and_the_session_still_works(
 # ---- login in a worker thread ---------------------------------------------------------------
 
 
-async def test_login_does_not_block_the_event_loop(emulator: LocalSnowflake) -> None:
+async def test_login_does_not_block_the_event_loop(shared_emulator: LocalSnowflake) -> None:
+    emulator = shared_emulator
     emulator.set_latency(300)
     ticks = 0
 
@@ -578,7 +579,9 @@ async def test_login_does_not_block_the_event_loop(emulator: LocalSnowflake) -> 
     assert during >= 5, f"the event loop ticked only {during} times during a 300+ ms login"
 
 
-async def test_cancelled_login_leaves_no_session(emulator: LocalSnowflake) -> None:
+async def test_cancelled_login_leaves_no_session(shared_emulator: LocalSnowflake) -> None:
+    emulator = shared_emulator
+    before = session_ids(emulator)
     emulator.set_latency(300)
     builder = Session.builder.configs(emulator.connection_parameters)
     with anyio.move_on_after(0.1) as scope:
@@ -587,17 +590,21 @@ async def test_cancelled_login_leaves_no_session(emulator: LocalSnowflake) -> No
     assert scope.cancelled_caught
     # The login went on in its thread and reached the server; the cancelled create()
     # waited (up to cancel_timeout) for that thread to log it out again.
-    assert emulator.sessions() == []
+    assert session_ids(emulator) == before
     emulator.set_latency(0)
 
 
-async def test_wait_for_timeout_on_create_leaves_no_session(emulator: LocalSnowflake) -> None:
+async def test_wait_for_timeout_on_create_leaves_no_session(
+    shared_emulator: LocalSnowflake,
+) -> None:
+    emulator = shared_emulator
+    before = session_ids(emulator)
     emulator.set_latency(300)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(
             Session.builder.configs(emulator.connection_parameters).create(), 0.1
         )
-    assert emulator.sessions() == []  # logged in and out again before wait_for returned
+    assert session_ids(emulator) == before  # logged in and out again before wait_for returned
     emulator.set_latency(0)
 
 

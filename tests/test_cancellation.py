@@ -282,8 +282,9 @@ async def test_jobs_and_streams_overtaken_by_aclose_say_so(local_snowflake: Loca
 
 
 async def test_aclose_is_bounded_when_aborts_are_blackholed(
-    emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture
+    shared_emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture
 ) -> None:
+    emulator = shared_emulator
     session = await session_for(emulator, cancel_timeout=1.0)
     async with anyio.create_task_group() as tg:
         # Short, so that the abandoned worker ends soon after the test has shown the bound.
@@ -422,8 +423,11 @@ async def test_job_cancel_is_bounded_by_cancel_timeout_when_the_abort_is_lost(
 
 
 async def test_logout_that_hangs_or_fails_is_a_warning_not_a_hang(
-    emulator: LocalSnowflake, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    shared_emulator: LocalSnowflake,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    emulator = shared_emulator
     caplog.set_level(logging.WARNING, logger="asyncsession")
     # A logout the server never answers: aclose() returns after cancel_timeout.
     hung = await session_for(emulator, cancel_timeout=1.0)

@@ -119,7 +119,7 @@ async def test_many_running_on_both_paths_leave_nothing_running(
         for _ in range(n):
             tg.start_soon(one)
         job = await session.sql(LONG).collect_nowait()
-        await until(lambda: len(mine(local_snowflake, session)) == n + 1)
+        await until(lambda: len(mine(local_snowflake, session)) == n + 1, deadline=30)
         if how == "cancel_all":
             await session.cancel_all()
         else:

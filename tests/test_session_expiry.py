@@ -37,9 +37,10 @@ def test_keep_alive_is_on_by_default_and_false_opts_out() -> None:
 
 
 @pytest.fixture
-def short_lived() -> Any:
-    with LocalSnowflake(session_token_validity=1.0, master_token_validity=MASTER_SECONDS) as sf:
-        yield sf
+def short_lived(shared_emulator: LocalSnowflake) -> LocalSnowflake:
+    """The shared emulator with short token lifetimes (back to Snowflake's after the test)."""
+    shared_emulator.set_token_validity(session=1.0, master=MASTER_SECONDS)
+    return shared_emulator
 
 
 @both_backends

@@ -375,7 +375,8 @@ def test_wrong_password_is_refused(local_snowflake: LocalSnowflake) -> None:
 # ---- fault injection ------------------------------------------------------------
 
 
-def test_latency_is_added_to_every_request(emulator: LocalSnowflake) -> None:
+def test_latency_is_added_to_every_request(shared_emulator: LocalSnowflake) -> None:
+    emulator = shared_emulator
     with connect(emulator.connection_parameters) as conn:
         emulator.set_latency(150)
         started = time.monotonic()
@@ -384,7 +385,8 @@ def test_latency_is_added_to_every_request(emulator: LocalSnowflake) -> None:
         emulator.set_latency(0)
 
 
-def test_injected_faults_are_retried_and_counted(emulator: LocalSnowflake) -> None:
+def test_injected_faults_are_retried_and_counted(shared_emulator: LocalSnowflake) -> None:
+    emulator = shared_emulator
     with connect(emulator.connection_parameters) as conn:
         emulator.fail_next("/queries/v1/query-request", status=503, count=2)
         cur = conn.cursor()
@@ -420,7 +422,8 @@ def test_injected_faults_are_retried_and_counted(emulator: LocalSnowflake) -> No
         raw.logout()
 
 
-def test_blackholed_route_never_answers(emulator: LocalSnowflake) -> None:
+def test_blackholed_route_never_answers(shared_emulator: LocalSnowflake) -> None:
+    emulator = shared_emulator
     raw = RawClient(emulator.url)
     emulator.blackhole("/queries/v1/query-request")
     with pytest.raises(OSError, match="timed out"):  # the client's own timeout fires

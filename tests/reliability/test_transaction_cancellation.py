@@ -115,7 +115,7 @@ def transaction_rounds(sf: LocalSnowflake, session: AsyncSession) -> Play:
 
     async def play(rng: random.Random, round_id: RoundId, stats: Tally) -> None:
         where = round_id.where
-        table = f"t_round_{round_id.seed}_{round_id.index}"
+        table = f"t_round_{round_id.seed}_{sid}_{round_id.index}"  # unique on a shared emulator
         await session.sql(f"create table {table} (n int)").collect()
         rows = rng.randint(1, 4)
         moment = rng.choice(MOMENTS)
@@ -166,11 +166,11 @@ async def check(sf: LocalSnowflake, rounds: int, budget: float, min_rounds: int)
 
 
 @both_backends
-async def test_transaction_cancellation(emulator: LocalSnowflake) -> None:
-    await check(emulator, rounds=30, budget=25, min_rounds=20)
+async def test_transaction_cancellation(shared_emulator: LocalSnowflake) -> None:
+    await check(shared_emulator, rounds=30, budget=25, min_rounds=20)
 
 
 @pytest.mark.slow
 @both_backends
-async def test_transaction_cancellation_soak(emulator: LocalSnowflake) -> None:
-    await check(emulator, rounds=400, budget=280, min_rounds=400)
+async def test_transaction_cancellation_soak(shared_emulator: LocalSnowflake) -> None:
+    await check(shared_emulator, rounds=400, budget=280, min_rounds=400)
