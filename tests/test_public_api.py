@@ -3,7 +3,10 @@ each name shows as ``asyncsession.X`` (not its private module) in tracebacks and
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -58,3 +61,35 @@ def test_exceptions_pickle_through_the_public_module() -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is asyncsession.ConfigurationError
     assert str(again) == str(error)
+
+
+#: Modules ``import asyncsession`` must not add to what ``import snowflake.connector``
+#: loads (issue #12: import time): each is imported where it is first needed.
+LAZY_MODULES = (
+    "asyncio",  # only under a running loop (4.x connectors do not import it)
+    "difflib",  # only for a "did you mean" suggestion
+    "tomllib",  # only when a connections.toml / config.toml is read
+    "pandas",
+    "pyarrow",
+    "snowflake.connector.aio",
+    "snowflake.connector.pandas_tools",
+)
+#: anyio's own submodules: anyio >= 4.16 loads them on first use (older ones at once).
+ANYIO_LAZY_MODULES = ("sniffio", "anyio._core", "anyio.abc", "anyio.lowlevel")
+
+
+def test_import_leaves_heavy_modules_unloaded() -> None:
+    code = (
+        "import sys, snowflake.connector; before = set(sys.modules); import asyncsession; "
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    added = proc.stdout.split()
+    assert "asyncsession" in added
+    names: tuple[str, ...] = LAZY_MODULES
+    if importlib.util.find_spec("anyio._lazyimport") is not None:
+        names += ANYIO_LAZY_MODULES
+    lazy = [m for m in added if any(m == n or m.startswith(n + ".") for n in names)]
+    assert lazy == []

@@ -8,16 +8,20 @@ system task that raises crashes the run), and its owner awaits its end when clos
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 _tasks: set[asyncio.Task[None]] = set()  # strong references: asyncio keeps weak ones
 
 
 def start_detached(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``fn()`` as a task of the current event loop (asyncio or trio), owned by nobody."""
+    import asyncio  # here: keeps ``import asyncsession`` off asyncio (see ``_threads``)
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio: anyio's other backend is trio

@@ -85,7 +85,8 @@ class LeaseGuard:
     #: A refusal was seen that could not be retried: discard the session on return.
     dead: bool = False
     replaced: bool = False
-    _swapping: anyio.Lock = field(default_factory=anyio.Lock)
+    # A lambda, not ``anyio.Lock``: keeps anyio's lazy submodules off the import path.
+    _swapping: anyio.Lock = field(default_factory=lambda: anyio.Lock())
 
     def answered(self, connection: Any) -> None:
         if connection is self.original_connection:

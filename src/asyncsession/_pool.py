@@ -22,10 +22,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.abc
 
 from ._closing import ClosesOnExit
 from ._detached import start_detached
@@ -34,6 +33,9 @@ from ._lease import Lease, LeaseGuard, Original, reset_for_reuse
 from ._pool_logins import Logins, login_options
 from ._pool_options import PoolOptions, check_seconds, lifetime
 from ._session import AsyncSession
+
+if TYPE_CHECKING:
+    import anyio.abc
 
 logger = logging.getLogger("asyncsession")
 
@@ -49,7 +51,9 @@ class _Pooled:
 
 @dataclass(eq=False)
 class _Waiter:
-    ready: anyio.Event = field(default_factory=anyio.Event)
+    # A lambda, not ``anyio.Event``: reading that at class creation would import anyio's
+    # synchronization modules with ``import asyncsession`` (anyio loads them lazily).
+    ready: anyio.Event = field(default_factory=lambda: anyio.Event())
     pooled: _Pooled | None = None
     error: Exception | None = None
 

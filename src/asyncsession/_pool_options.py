@@ -7,7 +7,6 @@ is one ``ConfigurationError`` naming the option.
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 from dataclasses import dataclass, fields
@@ -53,6 +52,8 @@ def check_pool_options(options: dict[str, object]) -> PoolOptions:
     """The checked options, or one ConfigurationError naming the first bad one."""
     for name in options:
         if name not in OPTION_NAMES:
+            import difflib  # only for a suggestion: keeps it off the import path
+
             close = difflib.get_close_matches(name, OPTION_NAMES, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(

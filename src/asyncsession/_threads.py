@@ -15,7 +15,6 @@ wait, bounded, for the thread to drain.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import os
@@ -44,6 +43,10 @@ WORKER_NAME = "asyncsession worker"
 
 def _loop_wakeup() -> Callable[[Callable[[], object]], object]:
     """A thread-safe, non-blocking "run this soon on the current event loop"."""
+    # Imported here, not at module level: ``import asyncsession`` stays off asyncio (4.x
+    # connectors do not import it); under a running asyncio loop it is a dict lookup.
+    import asyncio
+
     try:
         return asyncio.get_running_loop().call_soon_threadsafe
     except RuntimeError:  # not asyncio: anyio's other backend is trio

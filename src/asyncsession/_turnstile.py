@@ -19,7 +19,6 @@ finds in the registry: a query of the fan-out it overlaps does not start after i
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Callable
 
@@ -31,6 +30,8 @@ DEFAULT_PER_TURN = 16
 
 def _call_soon() -> Callable[[Callable[[], object]], object]:
     """Schedule a callback on the current event loop for its next turn."""
+    import asyncio  # here, not at import: ``import asyncsession`` stays off asyncio
+
     try:
         return asyncio.get_running_loop().call_soon
     except RuntimeError:  # not asyncio: anyio's other backend is trio
