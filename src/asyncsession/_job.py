@@ -86,8 +86,7 @@ class AsyncJob:
             if result_type == "pandas":
                 return cursor.fetch_pandas_all()
             rows = cursor.fetchall()  # 4.x fills description on the first fetch
-            make = Row._factory(tuple(d[0] for d in cursor.description or ()))
-            return [make(r) for r in rows]
+            return Row._batch_factory(tuple(d[0] for d in cursor.description or ()))(rows)
 
         try:
             return await runner.fetch(self._query_id, consume)
@@ -119,12 +118,4 @@ class AsyncJob:
         """Our error for a job aborted by us, whose session was closed under it, or died."""
         if isinstance(error, QueryCancelledError):
             return error
-        closed = self._runner.closed
-        reason = self._runner.registry.cancelled_by_us(self._query, error)
-        if reason is None and closed:
-            reason = self._query.cancel_reason
-        if reason is not None:
-            return QueryCancelledError(self._query_id, reason)
-        if closed:
-            return SessionClosedError("wait for a job")
-        return self._runner.registry.translate(error)
+        return self._runner.translate(self._query, error, "wait for a job")

@@ -176,7 +176,7 @@ async def restore_state(session: AsyncSession, original: Original, changed: set[
         else:
             statements.append(f"use schema {database}.{_quoted(original.schema)}")
     for sql in statements:
-        await session._run_query(sql, None, ignore_result, operation="restore a pooled session")
+        await session._runner.run(sql, None, ignore_result, operation="restore a pooled session")
     if "query_tag" in changed:
         await session.set_query_tag(original.query_tag)
 

@@ -117,7 +117,7 @@ class Row(tuple[Any, ...]):
     @classmethod
     def _batch_factory(cls, fields: tuple[str, ...]) -> Callable[[Iterable[Any]], list[Row]]:
         """Rows for a whole batch at once (no Python-level call per row)."""
-        new = functools.partial(tuple.__new__, _row_class(fields))
+        new = cls._factory(fields)
 
         def make_all(rows: Iterable[Any]) -> list[Row]:
             return list(map(new, rows))

@@ -18,7 +18,7 @@ from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUE
 from ._own_statements import ignore_result, session_id_for_log
 from ._registry import RunningQueries
 from ._state import SessionState
-from ._statement_options import StatementOptions, statement_options
+from ._statement_options import statement_options
 from ._transaction import Transaction, TransactionGate
 
 if TYPE_CHECKING:
@@ -201,28 +201,6 @@ class AsyncSession(ClosesOnExit):
         if self._gone is None:
             logger.warning("session %s is gone: %s", session_id_for_log(self._connection), error)
             self._gone = error
-
-    async def _run_query(
-        self,
-        sql_text: str,
-        params: Sequence[Any] | None,
-        consume: Callable[[Any], T],
-        *,
-        operation: str = "run a query",
-        keep_cursor: bool = False,
-        options: StatementOptions | None = None,
-        gated: bool = True,
-    ) -> T:
-        """Run a statement through the executor (``QueryRunner.run``); for ``_transaction``."""
-        return await self._runner.run(
-            sql_text,
-            params,
-            consume,
-            operation=operation,
-            keep_cursor=keep_cursor,
-            options=options,
-            gated=gated,
-        )
 
     async def _scalar(self, sql_text: str, operation: str) -> Any:
         row = await self._runner.run(sql_text, None, lambda c: c.fetchone(), operation=operation)

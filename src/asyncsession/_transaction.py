@@ -132,7 +132,7 @@ class Transaction:
         try:
             _check_can_begin(session)
             self._token = _inside.set(_inside.get() | {self})
-            await session._run_query("begin", None, ignore_result, operation="begin a transaction")
+            await session._runner.run("begin", None, ignore_result, operation="begin a transaction")
         except BaseException:
             await self._end_after_failure()
             raise
@@ -148,7 +148,7 @@ class Transaction:
             await self._end_after_failure()
             return
         try:
-            await self._session._run_query(
+            await self._session._runner.run(
                 "commit", None, ignore_result, operation="commit a transaction"
             )
         except BaseException:
@@ -184,7 +184,7 @@ async def rollback(session: AsyncSession) -> bool:
     confirmed = False
     with anyio.CancelScope(shield=True), anyio.move_on_after(session.cancel_timeout) as scope:
         try:
-            await session._run_query(
+            await session._runner.run(
                 "rollback", None, ignore_result, operation="roll back", gated=False
             )
             confirmed = True

@@ -26,6 +26,8 @@ import anyio.lowlevel
 import pytest
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
+from asyncsession._executor import DEFAULT_SYNC_SLOTS
+from asyncsession._turnstile import DEFAULT_PER_TURN
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.reliability.random_rounds import (
@@ -187,6 +189,12 @@ class SessionRounds:
             self.session = await Session.builder.configs(params).create()
         session = self.session
         sid = session.session_id
+        # Every executor path gets rounds: with no one-round-trip slots every awaited query
+        # is submitted and waited for by the poller; with one start per loop turn, all but
+        # the first of a round's operations wait their turn in the turnstile.
+        runner = session._runner
+        runner.sync_slots = rng.choice((0, DEFAULT_SYNC_SLOTS))
+        runner.turnstile.per_turn = rng.choice((1, DEFAULT_PER_TURN))
         plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]
         # The round ends by closing the session when any of its operations says so.
         closing = any(m == "aclose" for _, m in plan) or rng.random() < 0.1
