@@ -350,10 +350,19 @@ class BulkStoppedAbortDriver(FakeDriver):
         super().abort(connection, handle)
 
 
-async def test_an_abort_statement_stopped_by_a_bulk_cancel_is_sent_again() -> None:
+async def test_an_abort_statement_stopped_by_a_bulk_cancel_is_sent_again_if_still_running() -> None:
     driver = BulkStoppedAbortDriver()
     registry = registry_for(driver)
     query = registry.add("<query j>", query_id="qid-4")
     driver.running.add("qid-4")
     assert await registry.abort(query, "job.cancel()")
-    assert driver.requests == [("abort", "qid-4"), ("abort", "qid-4")]
+    assert driver.requests == [("abort", "qid-4"), ("status", "qid-4"), ("abort", "qid-4")]
+
+
+async def test_an_abort_statement_stopped_by_a_bulk_cancel_that_stopped_its_target_too() -> None:
+    # The bulk cancel stopped the target as well (same session): no second abort request.
+    driver = BulkStoppedAbortDriver()
+    registry = registry_for(driver)
+    query = registry.add("<query j>", query_id="qid-5")
+    assert await registry.abort(query, "job.cancel()")
+    assert driver.requests == [("abort", "qid-5"), ("status", "qid-5")]

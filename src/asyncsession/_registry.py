@@ -378,5 +378,14 @@ class QueryRegistry:
             if e.errno != CANCELED_ERRNO:
                 raise
             # By query id the abort is a statement of the session itself: a concurrent
-            # SYSTEM$CANCEL_ALL_QUERIES (another cancel_all()/aclose()) may stop it. Again.
+            # SYSTEM$CANCEL_ALL_QUERIES (another cancel_all()/aclose()) may stop it, and
+            # then, as a query of the same session, most likely the target too: abort
+            # again only if the server still runs it (one abort request per query).
+            query_id = query.query_id
+            if query_id is not None:
+                _, running = await WorkerCall(
+                    lambda: self._driver.query_status(connection, query_id)
+                ).start(self._control)
+                if not running:
+                    return
             await WorkerCall(lambda: self._driver.abort(connection, query)).start(self._control)

@@ -77,6 +77,10 @@ async def run(emu: Emulator, query: Query, body: dict[str, Any]) -> None:
         )
         timer = asyncio.get_running_loop().call_later(timeout, query.abort, error, FAILED)
     try:
+        if not query.running:
+            # Aborted between its arrival and its turn here (a SYSTEM$CANCEL_ALL_QUERIES of
+            # its session, say): a statement cancelled before it starts never executes.
+            return
         data = await _statements.execute(emu, query, body.get("bindings"))
         data.setdefault("parameters", [{"name": "TIMEZONE", "value": "Etc/UTC"}])
         data.setdefault("finalDatabaseName", session.engine.database)
