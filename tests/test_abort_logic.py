@@ -188,7 +188,8 @@ async def test_a_submission_is_aborted_by_id_once_its_id_is_back() -> None:
         tg.start_soon(query.call.start, anyio.CapacityLimiter(1))
         await until(lambda: query.call is not None and query.call._started)
         tg.start_soon(registry.abort, query, "aclose()")
-        await anyio.sleep(0.05)
+        # Every task waits (the submission in its thread, the aborter for the submission):
+        await anyio.wait_all_tasks_blocked()
         assert driver.requests == []  # nothing to abort it by yet
         reply.set()
     assert driver.requests == [("abort", "qid-1")]
