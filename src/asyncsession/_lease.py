@@ -31,7 +31,7 @@ from ._session import core_of
 
 if TYPE_CHECKING:
     from ._core import SessionCore
-    from ._pool import SessionPool
+    from ._pool import SessionPool  # noqa: F401 - named by PoolCreation's base, a string
     from ._pool import _Pooled as Pooled
     from ._session import AsyncSession
 
@@ -196,17 +196,27 @@ def _quoted(name: str) -> str:
 class Lease:
     """``async with pool.session() as session``: the session is this task's until the block ends."""
 
-    def __init__(self, pool: SessionPool, timeout: float) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        acquire: Callable[[float], Awaitable[Pooled]],
+        release: Callable[[Pooled, LeaseGuard], Awaitable[None]],
+        fresh_session: Callable[[], Awaitable[AsyncSession]],
+    ) -> None:
+        """Made by ``SessionPool.session()``, which hands over the pool's side of a lease."""
         self._timeout = timeout
+        self._acquire = acquire
+        self._release = release
+        self._fresh_session = fresh_session
         self._pooled: Pooled | None = None
         self._guard: LeaseGuard | None = None
 
     async def __aenter__(self) -> AsyncSession:
         if self._pooled is not None:
             raise RuntimeError("this lease is already in use: call pool.session() again")
-        pooled = await self._pool._acquire(self._timeout)
-        self._guard = LeaseGuard(self._pool._fresh_session, pooled.core.connection)
+        pooled = await self._acquire(self._timeout)
+        self._guard = LeaseGuard(self._fresh_session, pooled.core.connection)
         pooled.core.lease = self._guard
         self._pooled = pooled
         return pooled.session
@@ -220,7 +230,7 @@ class Lease:
         pooled, guard = self._pooled, self._guard
         self._pooled = self._guard = None
         if pooled is not None and guard is not None:
-            await self._pool._release(pooled, guard)
+            await self._release(pooled, guard)
 
 
 class PoolCreation(Creation["SessionPool"]):

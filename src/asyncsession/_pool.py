@@ -130,7 +130,12 @@ class SessionPool(ClosesOnExit):
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return Lease(self, self.options.timeout if timeout is None else timeout)
+        return Lease(
+            self.options.timeout if timeout is None else timeout,
+            acquire=self._acquire,
+            release=self._release,
+            fresh_session=self._fresh_session,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Sizes now, and counters since the pool was made (as psycopg_pool's ``get_stats()``)."""
