@@ -16,6 +16,7 @@ import pytest
 from snowflake.connector.errors import ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
+from asyncsession._session import core_of
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, running_in_session, session_for, until, wait_running
 
@@ -105,7 +106,7 @@ async def test_cancel_all_ends_the_queries_of_a_fan_out_still_waiting_their_turn
     # A fan-out starts over several loop turns (the executor's turnstile): those still
     # waiting their turn when cancel_all() comes end with it, and never start after.
     async with await session_for(local_snowflake) as session:
-        turnstile = session._runner.turnstile
+        turnstile = core_of(session).runner.turnstile
         errors: list[BaseException] = []
         parked = 0
 
@@ -119,7 +120,7 @@ async def test_cancel_all_ends_the_queries_of_a_fan_out_still_waiting_their_turn
             for _ in range(100):
                 tg.start_soon(one)
             with anyio.fail_after(10):
-                while not (len(session._runner.registry) and turnstile.waiting):
+                while not (len(core_of(session).runner.registry) and turnstile.waiting):
                     await anyio.lowlevel.checkpoint()
             parked = turnstile.waiting  # cancel_all() turns these away before its first await
             await session.cancel_all()

@@ -16,6 +16,7 @@ from snowflake.connector.errors import ProgrammingError
 
 from asyncsession import AsyncSession, QueryCancelledError, Session
 from asyncsession._executor import CONTROL_THREADS, DEFAULT_IO_THREADS, QueryRunner
+from asyncsession._session import core_of
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, running_in_session, until
@@ -58,7 +59,7 @@ async def test_fan_out_beyond_the_sync_slots_completes_on_few_threads(
         assert [rows[0][0] for rows in results] == [
             f"waited {400 + i} milliseconds" for i in range(n)
         ]
-        runner = session._runner
+        runner = core_of(session).runner
         # Loose bounds (never timings): far fewer threads than queries in flight.
         assert peak_threads <= runner.sync_slots + DEFAULT_IO_THREADS + 8
         assert peak_known > runner.sync_slots  # submitted ones had ids while running
@@ -137,7 +138,7 @@ async def test_many_running_on_both_paths_leave_nothing_running(
 async def test_idle_jobs_share_one_paced_poller(local_snowflake: LocalSnowflake) -> None:
     async with await session_for(local_snowflake) as session:
         jobs = [await session.sql(LONG).collect_nowait() for _ in range(20)]
-        runner = session._runner
+        runner = core_of(session).runner
         before = runner.poller.requests
         async with anyio.create_task_group() as tg:
             for job in jobs:

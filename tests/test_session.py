@@ -12,6 +12,7 @@ import anyio.to_thread
 import pytest
 
 from asyncsession import AsyncSession, ResultStream, Row, Session
+from asyncsession._session import core_of
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import until
@@ -104,9 +105,13 @@ async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession
     # A batch source may yield empty batches (never from the connector we know, but the
     # stream must skip them, not recurse or stop early).
     # A flattened stream's batches are the driver's row tuples; it makes the Rows.
-    query = session.sql(f"{NUMBERS.format(3)} order by n")
+    runner = core_of(session).runner
+    sql = f"{NUMBERS.format(3)} order by n"
     stream: ResultStream[Any] = ResultStream(
-        query, lambda cursor: iter([[], [(1,)], [], [], [(2,), (3,)], []]), flatten=True
+        runner,
+        lambda: runner.run(sql, None, lambda cursor: cursor, keep_cursor=True),
+        lambda cursor: iter([[], [(1,)], [], [], [(2,), (3,)], []]),
+        flatten=True,
     )
     rows = [item async for item in stream]
     assert rows == [(1,), (2,), (3,)]

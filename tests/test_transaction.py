@@ -16,6 +16,7 @@ from asyncsession import (
     SessionClosedError,
     TransactionError,
 )
+from asyncsession._session import core_of
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, connect, until
 
@@ -195,7 +196,7 @@ async def test_transactions_of_two_tasks_run_one_after_the_other(
 async def test_raw_transaction_statements_are_tracked(session: AsyncSession, table: str) -> None:
     await session.sql("BEGIN TRANSACTION").collect()
     assert session.in_transaction
-    assert session._state.in_transaction
+    assert core_of(session).state.in_transaction
     with pytest.raises(TransactionError, match="already open on this session"):
         async with session.transaction():
             pass  # pragma: no cover
@@ -206,12 +207,12 @@ async def test_raw_transaction_statements_are_tracked(session: AsyncSession, tab
     await session.sql(f"create table {table}_2 (n int)").collect()  # DDL commits
     assert not session.in_transaction
     await session.sql("begin").collect()
-    assert await session._rollback() is True
+    assert await core_of(session).rollback() is True
     assert not session.in_transaction
 
 
 async def test_session_state_changes_are_tracked(session: AsyncSession) -> None:
-    state = session._state
+    state = core_of(session).state
     assert state.changed == frozenset()
     await session.sql("select 1").collect()
     await session.sql("create table if not exists t_plain (n int)").collect()
@@ -259,7 +260,7 @@ async def test_autocommit_off_is_tracked(local_snowflake: LocalSnowflake) -> Non
         await session.sql(f"insert into {table} values (1)").collect()
         assert session.in_transaction  # AUTOCOMMIT off: the insert opened one
         assert rows_seen_elsewhere(local_snowflake, table) == []
-        assert await session._rollback() is True
+        assert await core_of(session).rollback() is True
         assert not session.in_transaction
         assert rows_seen_elsewhere(local_snowflake, table) == []
 

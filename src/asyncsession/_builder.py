@@ -141,7 +141,7 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
                 await release()
         raise
     lib = config.library_options
-    session = AsyncSession(
+    return AsyncSession(
         connection,
         driver=driver,
         config=config,
@@ -149,10 +149,8 @@ async def create_session(options: dict[str, object], app_tag: str | None) -> Asy
         max_concurrent_queries=lib.get("max_concurrent_queries", DEFAULT_MAX_CONCURRENT_QUERIES),
         query_tag=_initial_tag(kwargs),
         autocommit=_initial_autocommit(kwargs),
+        on_close=() if release is None else (release,),
     )
-    if release is not None:
-        session._on_close.append(release)
-    return session
 
 
 async def _resolve_in_thread(options: dict[str, object]) -> ResolvedConfig:

@@ -20,10 +20,10 @@ ResultType = Literal["row", "pandas", "no_result"]
 class AsyncJob:
     """A running (or finished) query, known by its id."""
 
-    def __init__(self, session: AsyncSession, query: RunningQuery) -> None:
+    def __init__(self, session: AsyncSession, runner: QueryRunner, query: RunningQuery) -> None:
         assert query.query_id is not None
         self._session = session
-        self._runner: QueryRunner = session._runner
+        self._runner = runner
         self._query = query
         self._query_id: str = query.query_id
 

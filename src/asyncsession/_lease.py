@@ -1,11 +1,11 @@
 """What happens to a pooled session while it is leased, and when it comes back.
 
-- ``LeaseGuard`` (installed on the session for the lease): a statement *refused* by the
-  server because the pooled session died (``SessionExpiredError``: 390104 "login
-  again", 390111, 390112→390114 master token expired) before anything of the lease was
-  answered on that connection is retried once on a fresh connection swapped into the
-  same ``AsyncSession``. A refused statement never ran, and nothing of the lease can
-  have been lost with the old session.
+- ``LeaseGuard`` (installed on the session's ``SessionCore`` for the lease): a statement
+  *refused* by the server because the pooled session died (``SessionExpiredError``:
+  390104 "login again", 390111, 390112→390114 master token expired) before anything of
+  the lease was answered on that connection is retried once on a fresh connection
+  swapped into the same ``AsyncSession``. A refused statement never ran, and nothing of
+  the lease can have been lost with the old session.
 - ``Lease``: ``async with pool.session() as session``; ``PoolCreation``: what
   ``builder.create_pool()`` returns (awaitable, or an async context manager).
 - ``reset_for_reuse`` (on return): abort what still runs (queries and ``collect_nowait``
@@ -27,9 +27,11 @@ import anyio
 from ._closing import Creation
 from ._errors import SessionExpiredError, _ConnectorError, is_session_gone
 from ._own_statements import ignore_result, session_id_for_log
+from ._session import core_of
 
 if TYPE_CHECKING:
-    from ._pool import SessionPool
+    from ._core import SessionCore
+    from ._pool import SessionPool  # noqa: F401 - named by PoolCreation's base, a string
     from ._pool import _Pooled as Pooled
     from ._session import AsyncSession
 
@@ -75,7 +77,7 @@ class Original:
 
 @dataclass(eq=False)
 class LeaseGuard:
-    """Installed as ``session._lease`` while leased: replaces a session that died idle."""
+    """Installed as ``SessionCore.lease`` while leased: replaces a session that died idle."""
 
     #: Logs in a fresh session of the pool and gives it (the pool keeps none of it).
     fresh_session: Callable[[], Awaitable[AsyncSession]]
@@ -92,7 +94,7 @@ class LeaseGuard:
         if connection is self.original_connection:
             self.used = True
 
-    async def retry_refused(self, session: AsyncSession, connection: Any, error: Exception) -> bool:
+    async def retry_refused(self, core: SessionCore, connection: Any, error: Exception) -> bool:
         """Whether to run the refused statement again (on the connection swapped in)."""
         if not is_refused(error):
             self.answered(connection)
@@ -101,7 +103,7 @@ class LeaseGuard:
             self.dead = True
             return False
         async with self._swapping:  # concurrent first statements share one new login
-            if session._connection is self.original_connection:
+            if core.connection is self.original_connection:
                 try:
                     fresh = await self.fresh_session()
                 except Exception as e:
@@ -110,40 +112,39 @@ class LeaseGuard:
                     )
                     self.dead = True
                     return False
-                swap_connections(session, fresh)
+                swap_connections(core, core_of(fresh))
                 self.replaced = True
                 logger.info(
                     "pooled session %s was gone before its lease's first statement; "
                     "retrying it on session %s",
                     session_id_for_log(connection),
-                    session.session_id,
+                    core.session_id,
                 )
                 with anyio.CancelScope(shield=True):
                     await fresh.aclose()  # now holds the dead connection: a quiet logout
         return True
 
 
-def swap_connections(session: AsyncSession, other: AsyncSession) -> None:
+def swap_connections(core: SessionCore, other: SessionCore) -> None:
     """Exchange the two sessions' connections and whether the server said they are gone."""
-    session._connection, other._connection = other._connection, session._connection
-    session._gone, other._gone = other._gone, session._gone
+    core.connection, other.connection = other.connection, core.connection
+    core.gone, other.gone = other.gone, core.gone
 
 
-async def reset_for_reuse(
-    session: AsyncSession, guard: LeaseGuard | None, original: Original, bound: float
-) -> str | None:
+async def reset_for_reuse(pooled: Pooled, guard: LeaseGuard | None, bound: float) -> str | None:
     """Make a returned session as the builder made it; return why not (then: discard it)."""
+    session, core = pooled.session, pooled.core
     if session.is_closed:
         return "closed by its lessee"
     if (guard is not None and guard.dead) or not session.is_alive:
         return "the server no longer knows it"
-    running = list(session._registry.snapshot())
-    if running and await session._registry.abort_many(running, "lease ended"):
+    running = list(core.registry.snapshot())
+    if running and await core.registry.abort_many(running, "lease ended"):
         return "a query of the lease could not be aborted in time"
-    state = session._state
+    state = core.state
     if state.in_transaction:
         try:
-            confirmed = await session._rollback()
+            confirmed = await core.rollback()
         except Exception as e:
             return f"rolling back its transaction failed ({e})"
         if not confirmed or state.in_transaction:
@@ -155,15 +156,16 @@ async def reset_for_reuse(
         return f"the lease changed its {', '.join(sorted(changed - RESTORABLE))}"
     try:
         with anyio.fail_after(bound):
-            await restore_state(session, original, changed)
+            await restore_state(pooled, changed)
     except Exception as e:
         return f"restoring its {', '.join(sorted(changed))} failed ({e})"
     state.reset()
     return None
 
 
-async def restore_state(session: AsyncSession, original: Original, changed: set[str]) -> None:
+async def restore_state(pooled: Pooled, changed: set[str]) -> None:
     """One statement per changed item; names quoted exactly as the server reported them."""
+    original = pooled.original
     statements: list[str] = []
     if "role" in changed:
         statements.append(f"use role {_known(original.role, 'role')}")
@@ -176,9 +178,9 @@ async def restore_state(session: AsyncSession, original: Original, changed: set[
         else:
             statements.append(f"use schema {database}.{_quoted(original.schema)}")
     for sql in statements:
-        await session._runner.run(sql, None, ignore_result, operation="restore a pooled session")
+        await pooled.core.runner.run(sql, None, ignore_result, operation="restore a pooled session")
     if "query_tag" in changed:
-        await session.set_query_tag(original.query_tag)
+        await pooled.session.set_query_tag(original.query_tag)
 
 
 def _known(name: str | None, kind: str) -> str:
@@ -194,21 +196,30 @@ def _quoted(name: str) -> str:
 class Lease:
     """``async with pool.session() as session``: the session is this task's until the block ends."""
 
-    def __init__(self, pool: SessionPool, timeout: float) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        acquire: Callable[[float], Awaitable[Pooled]],
+        release: Callable[[Pooled, LeaseGuard], Awaitable[None]],
+        fresh_session: Callable[[], Awaitable[AsyncSession]],
+    ) -> None:
+        """Made by ``SessionPool.session()``, which hands over the pool's side of a lease."""
         self._timeout = timeout
+        self._acquire = acquire
+        self._release = release
+        self._fresh_session = fresh_session
         self._pooled: Pooled | None = None
         self._guard: LeaseGuard | None = None
 
     async def __aenter__(self) -> AsyncSession:
         if self._pooled is not None:
             raise RuntimeError("this lease is already in use: call pool.session() again")
-        pooled = await self._pool._acquire(self._timeout)
-        session = pooled.session
-        self._guard = LeaseGuard(self._pool._fresh_session, session._connection)
-        session._lease = self._guard
+        pooled = await self._acquire(self._timeout)
+        self._guard = LeaseGuard(self._fresh_session, pooled.core.connection)
+        pooled.core.lease = self._guard
         self._pooled = pooled
-        return session
+        return pooled.session
 
     async def __aexit__(
         self,
@@ -219,7 +230,7 @@ class Lease:
         pooled, guard = self._pooled, self._guard
         self._pooled = self._guard = None
         if pooled is not None and guard is not None:
-            await self._pool._release(pooled, guard)
+            await self._release(pooled, guard)
 
 
 class PoolCreation(Creation["SessionPool"]):

@@ -32,10 +32,12 @@ from ._errors import PoolClosedError, PoolTimeout, TooManyRequests
 from ._lease import Lease, LeaseGuard, Original, reset_for_reuse
 from ._pool_logins import Logins, login_options
 from ._pool_options import PoolOptions, check_seconds, lifetime
-from ._session import AsyncSession
+from ._session import AsyncSession, core_of
 
 if TYPE_CHECKING:
     import anyio.abc
+
+    from ._core import SessionCore
 
 logger = logging.getLogger("asyncsession")
 
@@ -43,6 +45,8 @@ logger = logging.getLogger("asyncsession")
 @dataclass(eq=False)
 class _Pooled:
     session: AsyncSession
+    #: The session's internals the pool works with (lease guard, health check, reset).
+    core: SessionCore
     original: Original
     expires_at: float
     last_used: float
@@ -126,7 +130,12 @@ class SessionPool(ClosesOnExit):
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return Lease(self, self.options.timeout if timeout is None else timeout)
+        return Lease(
+            self.options.timeout if timeout is None else timeout,
+            acquire=self._acquire,
+            release=self._release,
+            fresh_session=self._fresh_session,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Sizes now, and counters since the pool was made (as psycopg_pool's ``get_stats()``)."""
@@ -273,7 +282,11 @@ class SessionPool(ClosesOnExit):
     def _adopt(self, session: AsyncSession) -> _Pooled:
         now = anyio.current_time()
         pooled = _Pooled(
-            session, Original.of(session), now + lifetime(self.options.max_lifetime), now
+            session,
+            core_of(session),
+            Original.of(session),
+            now + lifetime(self.options.max_lifetime),
+            now,
         )
         self._live.add(pooled)
         return pooled
@@ -386,7 +399,7 @@ class SessionPool(ClosesOnExit):
         try:
             bound = min(pooled.session.cancel_timeout, deadline - anyio.current_time())
             with anyio.fail_after(max(bound, 0.1)):
-                await pooled.session._scalar("select 1", "check a pooled session")
+                await pooled.core.scalar("select 1", "check a pooled session")
         except Exception as e:
             self._discard(pooled, f"its health check failed: {e}")
             return False
@@ -396,7 +409,7 @@ class SessionPool(ClosesOnExit):
         """The lease ended (shielded; bounded by ``cancel_timeout`` per step)."""
         with anyio.CancelScope(shield=True):
             session = pooled.session
-            session._lease = None
+            pooled.core.lease = None
             if pooled.state == "discarded":  # the pool closed it meanwhile
                 await session.aclose()
                 return
@@ -408,9 +421,7 @@ class SessionPool(ClosesOnExit):
                 reason: str | None = "the pool is closed"
             else:
                 try:
-                    reason = await reset_for_reuse(
-                        session, guard, pooled.original, session.cancel_timeout
-                    )
+                    reason = await reset_for_reuse(pooled, guard, session.cancel_timeout)
                 except Exception as e:
                     reason = f"resetting it failed ({e})"
             pooled.last_used = anyio.current_time()

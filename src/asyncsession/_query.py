@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
@@ -57,14 +57,16 @@ class SqlQuery:
     def __init__(
         self,
         session: AsyncSession,
+        runner: QueryRunner,
         sql: str,
         params: Sequence[Any] | None = None,
         options: StatementOptions | None = None,
     ) -> None:
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError(f"query must be a non-empty SQL string, not {sql!r}")
+        #: Only handed to the jobs it starts (``AsyncJob.session``); it runs through ``runner``.
         self._session = session
-        self._runner: QueryRunner = session._runner
+        self._runner = runner
         self._sql = sql
         self._params = _check_params(params)
         self._options = options
@@ -79,6 +81,17 @@ class SqlQuery:
     async def _run(self, consume: Callable[[Any], T], operation: str) -> T:
         return await self._runner.run(
             self._sql, self._params, consume, operation=operation, options=self._options
+        )
+
+    async def _open_cursor(self) -> Any:
+        """Run it and keep its cursor open, for a stream to fetch from."""
+        return await self._runner.run(
+            self._sql,
+            self._params,
+            _keep,
+            operation="stream a query",
+            keep_cursor=True,
+            options=self._options,
         )
 
     async def collect(self) -> list[Row]:
@@ -115,7 +128,9 @@ class SqlQuery:
         Fetches ``batch_rows`` rows per worker-thread hop; a step within a batch neither
         suspends nor fetches. ``to_row_batches()`` hands over a list per batch instead.
         """
-        return ResultStream(self, _tuple_batches(batch_rows), flatten=True)
+        return ResultStream(
+            self._runner, self._open_cursor, _tuple_batches(batch_rows), flatten=True
+        )
 
     def to_row_batches(self, *, batch_rows: int = STREAM_BATCH_ROWS) -> ResultStream[list[Row]]:
         """Stream rows a batch (a list of up to ``batch_rows``) at a time, bounded memory.
@@ -123,20 +138,26 @@ class SqlQuery:
         A whole batch of Rows is alive at once, which costs the garbage collector more
         than ``to_local_iterator()``'s one Row at a time: prefer that one for speed.
         """
-        return ResultStream(self, _row_batches(batch_rows), flatten=False)
+        return ResultStream(
+            self._runner, self._open_cursor, _row_batches(batch_rows), flatten=False
+        )
 
     def to_arrow_batches(self) -> ResultStream[pyarrow.Table]:
-        return ResultStream(self, lambda c: iter(c.fetch_arrow_batches()), flatten=False)
+        return ResultStream(
+            self._runner, self._open_cursor, lambda c: iter(c.fetch_arrow_batches()), flatten=False
+        )
 
     def to_pandas_batches(self) -> ResultStream[pandas.DataFrame]:
-        return ResultStream(self, lambda c: iter(c.fetch_pandas_batches()), flatten=False)
+        return ResultStream(
+            self._runner, self._open_cursor, lambda c: iter(c.fetch_pandas_batches()), flatten=False
+        )
 
     async def collect_nowait(self) -> AsyncJob:
         """Submit the query and return at once; the ``AsyncJob`` tracks it."""
         from ._job import AsyncJob
 
         query = await self._runner.submit_job(self._sql, self._params, self._options)
-        return AsyncJob(self._session, query)
+        return AsyncJob(self._session, self._runner, query)
 
 
 class ResultStream(Generic[T]):
@@ -147,9 +168,16 @@ class ResultStream(Generic[T]):
     """
 
     def __init__(
-        self, query: SqlQuery, batches: Callable[[Any], Iterator[Any]], *, flatten: bool
+        self,
+        runner: QueryRunner,
+        open_cursor: Callable[[], Awaitable[Any]],
+        batches: Callable[[Any], Iterator[Any]],
+        *,
+        flatten: bool,
     ) -> None:
-        self._query = query
+        self._runner = runner
+        #: Runs the query (``SqlQuery._open_cursor``) on first iteration.
+        self._open_cursor = open_cursor
         self._make_batches = batches
         self._flatten = flatten
         self._cursor: Any = None
@@ -192,17 +220,9 @@ class ResultStream(Generic[T]):
                 continue  # an empty batch: fetch the next one
 
     async def _next_batch(self) -> Any:
-        runner = self._query._runner
+        runner = self._runner
         if self._cursor is None:
-            query = self._query
-            self._cursor = await runner.run(
-                query._sql,
-                query._params,
-                _keep,
-                operation="stream a query",
-                keep_cursor=True,
-                options=query._options,
-            )
+            self._cursor = await self._open_cursor()
             self._batches = self._make_batches(self._cursor)
             if self._flatten:
                 self._make = Row._factory(_fields(self._cursor))
@@ -225,7 +245,7 @@ class ResultStream(Generic[T]):
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
             with anyio.CancelScope(shield=True):
-                await self._query._runner.control(cursor.close)
+                await self._runner.control(cursor.close)
 
     async def __aenter__(self) -> ResultStream[T]:
         return self

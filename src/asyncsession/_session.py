@@ -11,20 +11,17 @@ import anyio
 
 from ._closing import ClosesOnExit
 from ._config import ResolvedConfig, redact
+from ._core import SessionCore
 from ._driver import Driver
-from ._errors import SessionClosedError, SessionExpiredError, _ConnectorError
-from ._executor import QueryRunner
 from ._library_options import DEFAULT_CANCEL_TIMEOUT, DEFAULT_MAX_CONCURRENT_QUERIES
 from ._own_statements import ignore_result, session_id_for_log
 from ._registry import RunningQueries
-from ._state import SessionState
 from ._statement_options import statement_options
-from ._transaction import Transaction, TransactionGate
+from ._transaction import Transaction
 
 if TYPE_CHECKING:
     from ._builder import SessionBuilder
     from ._job import AsyncJob
-    from ._lease import LeaseGuard
     from ._query import QueryInput, SqlQuery
 
 logger = logging.getLogger("asyncsession")
@@ -49,7 +46,8 @@ class _BuilderProperty:
 class AsyncSession(ClosesOnExit):
     """An async Snowflake session. Create it with ``await Session.builder....create()``.
 
-    Queries run through its executor (``_executor``). If the task awaiting
+    Queries run through its executor (``_executor``), held by its ``SessionCore``
+    (``_core``: what its queries, transactions and pool share). If the task awaiting
     a query is cancelled, the query is aborted on the server (bounded by
     ``cancel_timeout``) and the cancellation re-raised. ``aclose()`` aborts everything
     still running and logs out.
@@ -67,34 +65,23 @@ class AsyncSession(ClosesOnExit):
         max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
         query_tag: str | None = None,
         autocommit: bool = True,
+        on_close: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
-        self._connection = connection
         self._driver = driver
         self._config = config
         self._query_tag = query_tag
-        #: What statements changed (for a pool) and whether a transaction is open.
-        self._state = SessionState(autocommit=autocommit)
-        self._gate = TransactionGate()
-        #: The server's answer that the session is dead, once it has said so.
-        self._gone: _ConnectorError | None = None
-        #: The seam between query objects and threads/driver/server (``_executor``).
-        self._runner = QueryRunner(
-            connection=lambda: self._connection,
+        self._core = SessionCore(
+            connection,
             driver=driver,
             cancel_timeout=cancel_timeout,
             max_concurrent_queries=max_concurrent_queries,
-            check_open=self._check_open,
-            gate=self._gate,
-            state=self._state,
-            on_session_gone=self._session_gone,
-            refused=_LeaseRefusals(self),
+            autocommit=autocommit,
         )
-        self._registry = self._runner.registry
+        #: Its queries' runner (``self._core.runner``), which nearly every method uses.
+        self._runner = self._core.runner
         self._close_done: anyio.Event | None = None
         #: Run after logout (e.g. release the embedded emulator of ``local_testing``).
-        self._on_close: list[Callable[[], Awaitable[None]]] = []
-        #: Set by a ``SessionPool`` lease: retries a first statement refused by a dead session.
-        self._lease: LeaseGuard | None = None
+        self._on_close = tuple(on_close)
 
     def __repr__(self) -> str:
         params = redact(self._config.connect_kwargs)
@@ -106,11 +93,11 @@ class AsyncSession(ClosesOnExit):
     @property
     def connection(self) -> Any:
         """The underlying ``snowflake.connector`` connection."""
-        return self._connection
+        return self._core.connection
 
     @property
     def session_id(self) -> int:
-        return int(self._connection.session_id)
+        return self._core.session_id
 
     @property
     def is_closed(self) -> bool:
@@ -120,17 +107,17 @@ class AsyncSession(ClosesOnExit):
     def is_alive(self) -> bool:
         """False once closed, or once the server said the session is gone (no round trip:
         True means no statement has been refused yet, not that the server checked)."""
-        return not self.is_closed and self._gone is None
+        return not self.is_closed and self._core.gone is None
 
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction is (or may be) open: ``transaction()``'s, or a ``BEGIN``
         sent with ``sql()`` (tracked from the statements' text, no round trip)."""
-        return self._state.in_transaction
+        return self._core.state.in_transaction
 
     @property
     def cancel_timeout(self) -> float:
-        return self._registry.cancel_timeout
+        return self._core.registry.cancel_timeout
 
     @property
     def max_concurrent_queries(self) -> int:
@@ -168,7 +155,7 @@ class AsyncSession(ClosesOnExit):
         from ._query import SqlQuery
 
         options = statement_options(query_tag, timeout, statement_params)
-        return SqlQuery(self, query, params, options)
+        return SqlQuery(self, self._runner, query, params, options)
 
     def transaction(self) -> Transaction:
         """``async with session.transaction():`` BEGIN … COMMIT, ROLLBACK on error or cancel.
@@ -177,7 +164,7 @@ class AsyncSession(ClosesOnExit):
         transaction; statements of other tasks wait until it ends. Not nestable (Snowflake
         has no savepoints); ``collect_nowait()`` inside it is a ``TransactionError``.
         """
-        return Transaction(self)
+        return Transaction(self, self._core)
 
     async def collect_many(
         self, queries: Sequence[QueryInput], *, limit: int | None = None
@@ -190,22 +177,6 @@ class AsyncSession(ClosesOnExit):
 
         return await collect_many(self, queries, limit=limit)
 
-    def _check_open(self, operation: str) -> None:
-        if self._runner.closed:
-            raise SessionClosedError(operation)
-        if self._gone is not None:
-            raise SessionExpiredError.from_error(self._gone)
-
-    def _session_gone(self, error: _ConnectorError) -> None:
-        """The registry heard the server say the session is dead (``SessionExpiredError``)."""
-        if self._gone is None:
-            logger.warning("session %s is gone: %s", session_id_for_log(self._connection), error)
-            self._gone = error
-
-    async def _scalar(self, sql_text: str, operation: str) -> Any:
-        row = await self._runner.run(sql_text, None, lambda c: c.fetchone(), operation=operation)
-        return None if row is None else row[0]
-
     # ---- jobs ------------------------------------------------------------------------
     async def create_async_job(self, query_id: str) -> AsyncJob:
         """Track a query submitted elsewhere (same user) by its id."""
@@ -217,7 +188,7 @@ class AsyncSession(ClosesOnExit):
         if not _QUERY_ID.match(query_id.strip()):
             # The server would report such an id as NO_DATA ("not yet known"), forever.
             raise ValueError(f"query_id must be a Snowflake query id (a UUID), not {query_id!r}")
-        return AsyncJob(self, self._runner.track_job(query_id.strip()))
+        return AsyncJob(self, self._runner, self._runner.track_job(query_id.strip()))
 
     # ---- context -------------------------------------------------------------------
     async def set_query_tag(self, tag: str | None) -> None:
@@ -236,24 +207,30 @@ class AsyncSession(ClosesOnExit):
         self._query_tag = tag or None
 
     async def get_current_database(self) -> str | None:
-        return _as_text(await self._scalar("select current_database()", "get the current database"))
+        return _as_text(
+            await self._core.scalar("select current_database()", "get the current database")
+        )
 
     async def get_current_schema(self) -> str | None:
-        return _as_text(await self._scalar("select current_schema()", "get the current schema"))
+        return _as_text(
+            await self._core.scalar("select current_schema()", "get the current schema")
+        )
 
     async def get_current_warehouse(self) -> str | None:
         return _as_text(
-            await self._scalar("select current_warehouse()", "get the current warehouse")
+            await self._core.scalar("select current_warehouse()", "get the current warehouse")
         )
 
     async def get_current_role(self) -> str | None:
-        return _as_text(await self._scalar("select current_role()", "get the current role"))
+        return _as_text(await self._core.scalar("select current_role()", "get the current role"))
 
     async def get_current_account(self) -> str | None:
-        return _as_text(await self._scalar("select current_account()", "get the current account"))
+        return _as_text(
+            await self._core.scalar("select current_account()", "get the current account")
+        )
 
     async def get_current_user(self) -> str | None:
-        return _as_text(await self._scalar("select current_user()", "get the current user"))
+        return _as_text(await self._core.scalar("select current_user()", "get the current user"))
 
     async def use_database(self, name: str) -> None:
         await self._use("database", name)
@@ -276,16 +253,6 @@ class AsyncSession(ClosesOnExit):
             )
         await self._runner.run(f"use {kind} {name}", None, ignore_result, operation=f"use a {kind}")
 
-    async def _rollback(self) -> bool:
-        """ROLLBACK, shielded and bounded by ``cancel_timeout``; True once confirmed.
-
-        For a pool returning a session (and ``transaction()``'s exit): it does not wait
-        for the transaction gate, as its caller owns the session or the transaction.
-        """
-        from ._transaction import rollback
-
-        return await rollback(self)
-
     # ---- cancellation and closing ----------------------------------------------------
     async def cancel_all(self) -> None:
         """Abort every query this session has running; their awaiters get QueryCancelledError.
@@ -303,7 +270,7 @@ class AsyncSession(ClosesOnExit):
                 return
             self._runner.closed = True
             self._close_done = anyio.Event()
-            self._gate.notify()  # statements waiting for a transaction: SessionClosedError
+            self._core.gate.notify()  # statements waiting for a transaction: SessionClosedError
             try:
                 await self._runner.abort_all("aclose()")
                 await self._logout()
@@ -315,7 +282,7 @@ class AsyncSession(ClosesOnExit):
     close = aclose
 
     async def _logout(self) -> None:
-        connection = self._connection
+        connection = self._core.connection
         with anyio.move_on_after(self.cancel_timeout) as scope:
             try:
                 await self._runner.logout(lambda: self._driver.logout(connection))
@@ -335,20 +302,10 @@ class AsyncSession(ClosesOnExit):
 Session = AsyncSession
 
 
+def core_of(session: AsyncSession) -> SessionCore:
+    """The session's ``SessionCore``: the seam a pool (``_pool``, ``_lease``) works through."""
+    return session._core
+
+
 def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-class _LeaseRefusals:
-    """The executor's question "run a refused statement again?", answered by the lease."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def retry(self, connection: Any, error: Exception) -> bool:
-        lease = self._session._lease
-        return lease is not None and await lease.retry_refused(self._session, connection, error)
-
-    def answered(self, connection: Any) -> None:
-        if (lease := self._session._lease) is not None:
-            lease.answered(connection)

@@ -32,6 +32,7 @@ from ._errors import TransactionError
 from ._own_statements import ignore_result, session_id_for_log
 
 if TYPE_CHECKING:
+    from ._core import SessionCore
     from ._session import AsyncSession
 
 logger = logging.getLogger("asyncsession")
@@ -107,8 +108,9 @@ class TransactionGate:
 class Transaction:
     """``async with session.transaction():`` — see ``AsyncSession.transaction``."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, core: SessionCore) -> None:
         self._session = session
+        self._core = core
         self._token: contextvars.Token[frozenset[Transaction]] | None = None
         self._used = False
 
@@ -117,8 +119,8 @@ class Transaction:
         return f"<Transaction {state} session={self._session!r}>"
 
     async def __aenter__(self) -> Transaction:
-        session = self._session
-        gate = session._gate
+        core = self._core
+        gate = core.gate
         if self._used:
             raise TransactionError("a Transaction object can be entered only once")
         if gate.inside():
@@ -126,13 +128,13 @@ class Transaction:
                 "a transaction is already open in this task: Snowflake has no nested "
                 "transactions (no savepoints); run the statements in the open one"
             )
-        session._check_open("begin a transaction")
+        core.check_open("begin a transaction")
         self._used = True
-        await gate.acquire(self, lambda: session._check_open("begin a transaction"))
+        await gate.acquire(self, lambda: core.check_open("begin a transaction"))
         try:
-            _check_can_begin(session)
+            _check_can_begin(core)
             self._token = _inside.set(_inside.get() | {self})
-            await session._runner.run("begin", None, ignore_result, operation="begin a transaction")
+            await core.runner.run("begin", None, ignore_result, operation="begin a transaction")
         except BaseException:
             await self._end_after_failure()
             raise
@@ -148,7 +150,7 @@ class Transaction:
             await self._end_after_failure()
             return
         try:
-            await self._session._runner.run(
+            await self._core.runner.run(
                 "commit", None, ignore_result, operation="commit a transaction"
             )
         except BaseException:
@@ -162,7 +164,7 @@ class Transaction:
         try:
             if self._token is not None and not session.is_closed:
                 with anyio.CancelScope(shield=True):
-                    if not await session._rollback():
+                    if not await self._core.rollback():
                         logger.warning(
                             "closing session %s: its transaction could not be rolled back "
                             "(the server rolls back a closed session's transaction)",
@@ -176,36 +178,16 @@ class Transaction:
         if self._token is not None:
             _inside.reset(self._token)
             self._token = None
-        self._session._gate.release(self)
+        self._core.gate.release(self)
 
 
-async def rollback(session: AsyncSession) -> bool:
-    """``session._rollback()``: shielded, bounded by ``cancel_timeout``; True once confirmed."""
-    confirmed = False
-    with anyio.CancelScope(shield=True), anyio.move_on_after(session.cancel_timeout) as scope:
-        try:
-            await session._runner.run(
-                "rollback", None, ignore_result, operation="roll back", gated=False
-            )
-            confirmed = True
-        except Exception as e:
-            logger.warning("rollback in session %s failed: %s", session_id_for_log(session), e)
-    if scope.cancelled_caught:
-        logger.warning(
-            "rollback in session %s did not finish within cancel_timeout=%gs",
-            session_id_for_log(session),
-            session.cancel_timeout,
-        )
-    return confirmed
-
-
-def _check_can_begin(session: AsyncSession) -> None:
-    if session._state.in_transaction:
+def _check_can_begin(core: SessionCore) -> None:
+    if core.state.in_transaction:
         raise TransactionError(
             "a transaction is already open on this session (a BEGIN sent with session.sql(), "
             "or a statement run with AUTOCOMMIT off): commit or roll it back first"
         )
-    jobs = [q for q in session._registry.snapshot() if q.job]
+    jobs = [q for q in core.registry.snapshot() if q.job]
     if jobs:
         raise TransactionError(
             f"cannot begin a transaction while {len(jobs)} collect_nowait() job(s) of this "

@@ -11,6 +11,7 @@ import pytest
 
 from asyncsession import Session
 from asyncsession._executor import CONTROL_THREADS, DEFAULT_IO_THREADS
+from asyncsession._session import core_of
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends
 
@@ -43,7 +44,7 @@ async def test_a_thousand_concurrent_queries_on_one_session(
     params = local_snowflake.connection_parameters
     async with await Session.builder.configs(params).create() as session:
         # One-round-trip queries hold a thread each; submitted ones only per round trip.
-        limit = session._runner.sync_slots + DEFAULT_IO_THREADS
+        limit = core_of(session).runner.sync_slots + DEFAULT_IO_THREADS
         started = time.monotonic()
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:

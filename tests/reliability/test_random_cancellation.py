@@ -27,6 +27,7 @@ import pytest
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession._executor import DEFAULT_SYNC_SLOTS
+from asyncsession._session import core_of
 from asyncsession._turnstile import DEFAULT_PER_TURN
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
@@ -192,7 +193,7 @@ class SessionRounds:
         # Every executor path gets rounds: with no one-round-trip slots every awaited query
         # is submitted and waited for by the poller; with one start per loop turn, all but
         # the first of a round's operations wait their turn in the turnstile.
-        runner = session._runner
+        runner = core_of(session).runner
         runner.sync_slots = rng.choice((0, DEFAULT_SYNC_SLOTS))
         runner.turnstile.per_turn = rng.choice((1, DEFAULT_PER_TURN))
         plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]

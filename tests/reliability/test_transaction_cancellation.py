@@ -21,6 +21,7 @@ import anyio.lowlevel
 import pytest
 
 from asyncsession import AsyncSession, Session
+from asyncsession._session import core_of
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, connect, until
 from tests.reliability.random_rounds import (
@@ -135,7 +136,7 @@ def transaction_rounds(sf: LocalSnowflake, session: AsyncSession) -> Play:
             await until(lambda: not mine_running(sf, sid), 10)
         except TimeoutError:
             raise Failure(f"{state}: still running: {mine_running(sf, sid)}") from None
-        if session.in_transaction or session._gate.owner is not None:
+        if session.in_transaction or core_of(session).gate.owner is not None:
             raise Failure(f"{state}: the session still thinks a transaction is open")
         if sf.session(sid)["transaction_id"] is not None:
             raise Failure(f"{state}: a transaction is still open on the server")
