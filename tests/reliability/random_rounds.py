@@ -17,12 +17,29 @@ from typing import Any
 
 import anyio.lowlevel
 
+from asyncsession import AsyncSession
+from asyncsession._executor import DEFAULT_SYNC_SLOTS
+from asyncsession._session import core_of
+from asyncsession._turnstile import DEFAULT_PER_TURN
 from asyncsession.testing import LocalSnowflake
 
 
 def seed_from_env() -> int:
     text = os.environ.get("ASYNCSESSION_SEED", "")
     return int(text) if text.strip() else random.SystemRandom().randrange(2**32)
+
+
+def vary_executor_paths(session: AsyncSession, rng: random.Random) -> str:
+    """Put ``session`` on a random executor path; return which (for failure messages).
+
+    Every path gets rounds: with no one-round-trip slots every awaited query is submitted
+    and waited for by the poller; with one start per loop turn, all but the first of a
+    round's queries wait their turn in the turnstile.
+    """
+    runner = core_of(session).runner
+    runner.sync_slots = rng.choice((0, DEFAULT_SYNC_SLOTS))
+    runner.turnstile.per_turn = rng.choice((1, DEFAULT_PER_TURN))
+    return f"slots={runner.sync_slots} per_turn={runner.turnstile.per_turn}"
 
 
 class Failure(AssertionError):

@@ -32,7 +32,7 @@ from asyncsession import (
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.pool_support import builder_for
-from tests.reliability.random_rounds import RoundId, Tally, run_random_rounds
+from tests.reliability.random_rounds import RoundId, Tally, run_random_rounds, vary_executor_paths
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +47,8 @@ DELAYS = {"never": None, "early": (0.0, 0.02), "mid": (0.02, 0.3), "late": (0.3,
 class Round:
     in_use: set[int] = field(default_factory=set)
     overlaps: list[int] = field(default_factory=list)
+    #: Each lease's executor path (``vary_executor_paths``), for failure messages.
+    paths: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: str) -> None:
@@ -87,6 +89,7 @@ async def lessee(
     try:
         with anyio.move_on_after(deadline) as scope:
             async with pool.session(timeout=20) as session:
+                r.paths.append(vary_executor_paths(session, rng))
                 sid = session.session_id
                 if sid in r.in_use:
                     r.overlaps.append(sid)
@@ -149,7 +152,7 @@ class PoolRounds:
                 if closing:
                     await anyio.sleep(rng.uniform(0, 0.3))
                     await pool.aclose()
-        state = f"{where} plan={plan} closing={closing} outcomes={r.outcomes}"
+        state = f"{where} plan={plan} closing={closing} paths={r.paths} outcomes={r.outcomes}"
         assert r.overlaps == [], f"{state}: sessions leased twice at once: {r.overlaps}"
         try:
             await until(lambda: not running_of_rounds(sf), 10)

@@ -26,9 +26,6 @@ import anyio.lowlevel
 import pytest
 
 from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
-from asyncsession._executor import DEFAULT_SYNC_SLOTS
-from asyncsession._session import core_of
-from asyncsession._turnstile import DEFAULT_PER_TURN
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.reliability.random_rounds import (
@@ -38,6 +35,7 @@ from tests.reliability.random_rounds import (
     checkpoints,
     mine_running,
     run_random_rounds,
+    vary_executor_paths,
 )
 
 pytestmark = pytest.mark.anyio
@@ -190,12 +188,7 @@ class SessionRounds:
             self.session = await Session.builder.configs(params).create()
         session = self.session
         sid = session.session_id
-        # Every executor path gets rounds: with no one-round-trip slots every awaited query
-        # is submitted and waited for by the poller; with one start per loop turn, all but
-        # the first of a round's operations wait their turn in the turnstile.
-        runner = core_of(session).runner
-        runner.sync_slots = rng.choice((0, DEFAULT_SYNC_SLOTS))
-        runner.turnstile.per_turn = rng.choice((1, DEFAULT_PER_TURN))
+        path = vary_executor_paths(session, rng)
         plan = [(rng.choice(KINDS), rng.choice(MOMENTS)) for _ in range(rng.randint(1, 6))]
         # The round ends by closing the session when any of its operations says so.
         closing = any(m == "aclose" for _, m in plan) or rng.random() < 0.1
@@ -219,7 +212,7 @@ class SessionRounds:
                     if cancelling_all and not closing:
                         await anyio.sleep(rng.uniform(0, 0.05))
                         await session.cancel_all()
-        state = f"{where} plan={plan} outcomes={outcomes}"
+        state = f"{where} {path} plan={plan} outcomes={outcomes}"
         assert len(outcomes) == len(plan), f"{state}: an operation has no outcome"
         assert session.running_queries == (), f"{state}: {session.running_queries}"
         try:

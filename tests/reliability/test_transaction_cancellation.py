@@ -32,6 +32,7 @@ from tests.reliability.random_rounds import (
     checkpoints,
     mine_running,
     run_random_rounds,
+    vary_executor_paths,
 )
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +119,7 @@ def transaction_rounds(sf: LocalSnowflake, session: AsyncSession) -> Play:
         where = round_id.where
         table = f"t_round_{round_id.seed}_{sid}_{round_id.index}"  # unique on a shared emulator
         await session.sql(f"create table {table} (n int)").collect()
+        path = vary_executor_paths(session, rng)
         rows = rng.randint(1, 4)
         moment = rng.choice(MOMENTS)
         seen: list[int] = []
@@ -129,7 +131,7 @@ def transaction_rounds(sf: LocalSnowflake, session: AsyncSession) -> Play:
                 await checkpoints(rng.randrange(0, 4))
                 tg.start_soon(observer, session, table, rows, seen)
         outcome = outcomes[0]
-        state = f"{where} moment={moment} rows={rows} outcome={outcome} seen={seen}"
+        state = f"{where} {path} moment={moment} rows={rows} outcome={outcome} seen={seen}"
         if session.running_queries != ():
             raise Failure(f"{state}: still tracked {session.running_queries}")
         try:
