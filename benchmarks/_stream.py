@@ -31,6 +31,10 @@ def main(mode: str, rows: int, params: dict[str, Any]) -> dict[str, Any]:
             if mode == "raw fetchmany":
                 while batch := cursor.fetchmany(BATCH_ROWS):
                     count += len(batch)
+            elif mode == "raw fetchmany, every row":
+                while batch := cursor.fetchmany(BATCH_ROWS):
+                    for _row in batch:
+                        count += 1
             else:
                 for table in cursor.fetch_arrow_batches():
                     count += table.num_rows
@@ -53,6 +57,12 @@ def main(mode: str, rows: int, params: dict[str, Any]) -> dict[str, Any]:
                     async with query.to_row_batches(batch_rows=BATCH_ROWS) as batches:
                         async for batch in batches:
                             n += len(batch)  # as the raw fetchmany loop counts
+                elif mode == "asyncsession to_row_batches, every row":
+                    # Each Row made, as the raw loop above steps through each tuple.
+                    async with query.to_row_batches(batch_rows=BATCH_ROWS) as batches:
+                        async for batch in batches:
+                            for _row in batch:
+                                n += 1
                 else:
                     async with query.to_arrow_batches() as stream:
                         async for table in stream:

@@ -188,7 +188,10 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         "",
         "Each measurement in a fresh process. Rows/s from `execute` to the last row "
         "(median of min(repeat, 2) runs: a 1 M-row run takes seconds); RSS growth = peak "
-        "RSS (`VmHWM`) minus RSS just before the query (the smaller size is run once).",
+        "RSS (`VmHWM`) minus RSS just before the query (the smaller size is run once). "
+        "`raw fetchmany` and `to_row_batches` count `len(batch)`; their `every row` "
+        "variants step through each row of a batch (`for row in batch`), as "
+        "`to_local_iterator` does.",
         "",
     ]
     L += per_generation(runs, "stream", _stream_header, _stream_rows)
@@ -315,6 +318,7 @@ def _aclose_rows(run: Run, sc: Scenario) -> list[list[str]]:
 _STREAM_PAIRS = {
     "asyncsession to_local_iterator": "raw fetchmany",
     "asyncsession to_row_batches": "raw fetchmany",
+    "asyncsession to_row_batches, every row": "raw fetchmany, every row",
     "asyncsession to_arrow_batches": "raw fetch_arrow_batches",
 }
 

@@ -596,6 +596,9 @@ STREAM_MODES: tuple[str, ...] = (
     "raw fetchmany",
     "asyncsession to_local_iterator",
     "asyncsession to_row_batches",
+    # Both sides step through every row of each batch (a RowBatch makes its Rows then).
+    "raw fetchmany, every row",
+    "asyncsession to_row_batches, every row",
     "raw fetch_arrow_batches",
 )
 STREAM_MODES += ("asyncsession to_arrow_batches",)

@@ -1,15 +1,18 @@
-"""Tests for asyncsession._row.Row: Snowpark-like access on a plain tuple."""
+"""Tests for asyncsession._row: Row (Snowpark-like access on a plain tuple) and RowBatch."""
 
 from __future__ import annotations
 
 import copy
+import doctest
+import gc
 import pickle
 import sys
+from collections.abc import Sequence
 
 import pytest
 
 from asyncsession import _row
-from asyncsession._row import Row
+from asyncsession._row import Row, RowBatch
 
 FIELDS = ("A", "B", "C")
 
@@ -223,3 +226,150 @@ def test_many_rows() -> None:
     rows = [Row._from_values(range(i, i + 20), fields) for i in range(20000)]
     assert rows[-1].C19 == 20018
     assert len({type(r) for r in rows}) == 1
+
+
+# ---- RowBatch ---------------------------------------------------------------------------
+TUPLES = [(1, "x", None), (2, "y", 2.5), (3, "z", None)]
+
+
+def batch_of(
+    rows: Sequence[tuple[object, ...]] = TUPLES, fields: tuple[str, ...] = FIELDS
+) -> RowBatch:
+    """As to_row_batches() makes them: the driver's list, one factory per result."""
+    return RowBatch._of(list(rows), fields, Row._factory(fields))
+
+
+def test_batch_items_are_the_rows_collect_makes() -> None:
+    batch = batch_of()
+    assert isinstance(batch, Sequence)
+    assert len(batch) == 3
+    first = batch[0]
+    assert type(first) is type(Row._batch_factory(FIELDS)([(0, 0, 0)])[0])
+    assert first.A == 1
+    assert batch[-1]["B"] == "z"
+    assert [row.A for row in batch] == [1, 2, 3]
+    assert all(isinstance(row, Row) for row in batch)
+    assert [row.A for row in reversed(batch)] == [3, 2, 1]
+    assert list(batch) == TUPLES
+    with pytest.raises(IndexError):
+        batch[3]
+    with pytest.raises(TypeError):
+        batch["A"]  # type: ignore[call-overload]
+
+
+def test_batch_makes_rows_only_when_read() -> None:
+    batch = batch_of([(i,) for i in range(1000)], ("ONLY_WHEN_READ",))
+    row_class = type(batch[0])
+    gc.collect()
+    assert sum(1 for o in gc.get_objects() if type(o) is row_class) == 0
+    assert batch.tuples()[5] == (5,)
+    assert type(batch.tuples()[5]) is tuple
+
+
+def test_batch_slices_are_batches() -> None:
+    batch = batch_of()
+    part = batch[1:]
+    assert isinstance(part, RowBatch)
+    assert part.fields == FIELDS
+    assert part == TUPLES[1:]
+    assert part[0].B == "y"
+    assert batch[::-1].tuples() == tuple(reversed(TUPLES))
+    assert not batch[5:]
+
+
+def test_batch_len_bool_contains_index_count() -> None:
+    batch = batch_of([(1,), (2,), (1,)], ("N",))
+    assert batch
+    assert not batch_of([])
+    assert len(batch_of([])) == 0
+    assert (2,) in batch
+    assert Row(N=1) in batch
+    assert (5,) not in batch
+    assert batch.index((1,)) == 0
+    assert batch.index((1,), 1) == 2
+    with pytest.raises(ValueError, match="not in"):
+        batch.index((5,))
+    assert batch.count(Row(N=1)) == 2
+
+
+def test_batch_equality_compares_rows() -> None:
+    batch = batch_of()
+    assert batch == batch_of()
+    assert batch == TUPLES
+    assert batch == tuple(TUPLES)
+    assert batch == [Row._from_values(t, FIELDS) for t in TUPLES]
+    assert TUPLES == batch  # noqa: SIM300 (the list side asks the batch)
+    assert batch == batch_of(fields=("P", "Q", "R"))  # names do not count, as for a Row
+    assert batch != TUPLES[:2]
+    assert batch != [*TUPLES[:2], (3, "z", 0)]
+    assert batch != batch[1:]
+    assert batch != "abc"
+    assert batch_of([]) == []
+    assert hash(batch) == hash(tuple(TUPLES)) == hash(batch_of())
+    with pytest.raises(TypeError):
+        hash(batch_of([([1],)], ("L",)))  # unhashable values, as in a tuple
+
+
+def test_batch_repr() -> None:
+    assert repr(batch_of()) == (
+        "<RowBatch 3 rows (A, B, C): Row(A=1, B='x', C=None), Row(A=2, B='y', C=2.5), "
+        "Row(A=3, B='z', C=None)>"
+    )
+    many = batch_of([(i,) for i in range(10_000)], ("N",))
+    assert repr(many) == "<RowBatch 10000 rows (N): Row(N=0), Row(N=1), Row(N=2), ...>"
+    assert repr(many[:1]) == "<RowBatch 1 row (N): Row(N=0)>"
+    assert repr(batch_of([], ("N", "S"))) == "<RowBatch 0 rows (N, S)>"
+    assert repr(RowBatch([(1, 2)])) == "<RowBatch 1 row: Row(1, 2)>"
+    assert repr(RowBatch()) == "<RowBatch 0 rows>"
+
+
+def test_batch_constructor() -> None:
+    batch = RowBatch([[1, "x"], (2, "y")], ["A", "B"])
+    assert batch.fields == ("A", "B")
+    assert batch.tuples() == ((1, "x"), (2, "y"))
+    assert batch[0].B == "x"
+    assert type(batch[0]) is type(Row._from_values((0, 0), ("A", "B")))
+    unnamed = RowBatch([(1, 2)])
+    assert unnamed.fields == ()
+    assert unnamed[0] == Row(1, 2)
+    assert unnamed[0]._fields == ()
+    with pytest.raises(ValueError, match="1 values for 2 fields"):
+        RowBatch([(1, 2), (3,)], ("A", "B"))
+    with pytest.raises(TypeError):
+        RowBatch([(1,)], (1,))  # type: ignore[arg-type]
+
+
+def test_batch_immutable() -> None:
+    batch = batch_of()
+    with pytest.raises(AttributeError):
+        batch._rows = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        batch.new = 5  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        del batch._rows
+    with pytest.raises(TypeError):
+        batch[0] = Row(1, 2, 3)  # type: ignore[index]
+    assert not hasattr(batch, "__dict__")
+    assert isinstance(batch.tuples(), tuple)
+    assert copy.copy(batch) is batch
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_batch_pickle(protocol: int) -> None:
+    for batch in (batch_of(), batch_of([], ("N",)), RowBatch([(1, 2)]), RowBatch()):
+        back = pickle.loads(pickle.dumps(batch, protocol=protocol))
+        assert type(back) is RowBatch
+        assert back == batch
+        assert back.fields == batch.fields
+        assert repr(back) == repr(batch)
+    assert pickle.loads(pickle.dumps(batch_of()))[1].B == "y"
+
+
+def test_batch_docstring_example() -> None:
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(
+        RowBatch, "RowBatch", module=False, globs={"Row": Row, "RowBatch": RowBatch}
+    ):
+        runner.run(test)
+    assert runner.tries > 0
+    assert runner.failures == 0

@@ -11,11 +11,11 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from asyncsession import AsyncSession, ResultStream, Row, Session
+from asyncsession import AsyncSession, ResultStream, Row, RowBatch, Session
 from asyncsession._session import core_of
 from asyncsession._threads import worker_threads
 from asyncsession.testing import LocalSnowflake
-from tests.helpers import until
+from tests.helpers import both_backends, until
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +83,7 @@ async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
     sizes: list[int] = []
     async with session.sql(sql).to_row_batches(batch_rows=10_000) as row_batches:
         async for batch in row_batches:
+            assert isinstance(batch, RowBatch)
             assert isinstance(batch[0], Row)
             assert batch[0][0] == 10_000 * len(sizes)
             sizes.append(len(batch))
@@ -97,6 +98,36 @@ async def test_streaming_rows_and_batches(session: AsyncSession) -> None:
     assert total == 25000
     frames = [df async for df in session.sql(sql).to_pandas_batches()]
     assert sum(len(f) for f in frames) == 25000
+
+
+@both_backends
+async def test_row_batches_make_the_rows_collect_makes(session: AsyncSession) -> None:
+    sql = f"select n, 'v' || n as s from ({NUMBERS.format(25)}) order by n"
+    collected = await session.sql(sql).collect()
+    batches: list[RowBatch] = []
+    async with session.sql(sql).to_row_batches(batch_rows=10) as stream:
+        async for batch in stream:
+            batches.append(batch)
+    assert session.running_queries == ()
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert all(type(b) is RowBatch and b.fields == ("N", "S") for b in batches)
+    rows = [row for b in batches for row in b]
+    assert rows == collected
+    assert {type(row) for row in rows} == {type(collected[0])}  # one Row class for both
+    assert batches[1][0].S == "v10"
+    assert batches[2][-1].as_dict() == {"N": 24, "S": "v24"}
+    assert batches[0] == collected[:10]
+    assert batches[0][2:4] == collected[2:4]
+    # The driver's own tuples, for consumers that want no Rows at all.
+    tuples = [t for b in batches for t in b.tuples()]
+    assert tuples == [tuple(row) for row in collected]
+    assert all(type(t) is tuple for t in tuples)
+
+
+async def test_row_batches_of_an_empty_result(session: AsyncSession) -> None:
+    sql = f"{NUMBERS.format(10)} where 1 = 0"
+    assert [b async for b in session.sql(sql).to_row_batches()] == []
+    assert session.running_queries == ()
 
 
 async def test_streaming_an_empty_result_and_empty_batches(session: AsyncSession) -> None:

@@ -22,7 +22,7 @@ from ._pool import SessionPool
 from ._pool_options import PoolOptions
 from ._query import ResultStream, SqlQuery
 from ._registry import RunningQueries, RunningQuery
-from ._row import Row
+from ._row import Row, RowBatch
 from ._session import AsyncSession, Session
 from ._transaction import Transaction
 
@@ -42,6 +42,7 @@ __all__ = [
     "QueryCancelledError",
     "ResultStream",
     "Row",
+    "RowBatch",
     "RunningQueries",
     "RunningQuery",
     "Session",
