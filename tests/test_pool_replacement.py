@@ -15,10 +15,13 @@ import anyio
 import pytest
 from snowflake.connector.errors import DatabaseError
 
-from asyncsession import SessionBuilder, SessionPool
+from asyncsession import SessionBuilder, SessionExpiredError, SessionPool
+from asyncsession._session import core_of
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import both_backends, until
 from tests.pool_support import builder_for, queries_of, server_session_ids
+
+LONG = "select system$wait(30)"
 
 
 @asynccontextmanager
@@ -53,9 +56,10 @@ async def test_health_check_replaces_a_session_killed_on_the_server(
 @pytest.mark.anyio
 @both_backends
 async def test_first_statement_on_a_session_killed_just_now_is_retried(
-    local_snowflake: LocalSnowflake,
+    local_snowflake: LocalSnowflake, query_path: str
 ) -> None:
-    """No health check (used a moment ago): the refused first statement is retried."""
+    """No health check (used a moment ago): the refused first statement is retried, on
+    either path (5.x answers a refused ``asyncExec`` without the server's code)."""
     async with pool_of_one(local_snowflake, health_check_after=None) as (pool, first):
         local_snowflake.delete_session(first)
         async with pool.session() as session:
@@ -86,6 +90,93 @@ async def test_a_refusal_after_the_lease_did_work_is_raised_not_retried(
         async with pool.session() as session:  # discarded on return, replaced
             assert session.session_id != first
             assert (await session.sql("select 1").collect())[0][0] == 1
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_first_collect_nowait_on_a_session_killed_just_now_is_retried(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """The job path has the rule of the awaited one: refused (never ran), submitted again."""
+    async with pool_of_one(local_snowflake, health_check_after=None) as (pool, first):
+        local_snowflake.delete_session(first)
+        async with pool.session() as session:
+            job = await session.sql("select 7").collect_nowait()
+            assert session.session_id != first
+            assert job.session is session
+            assert await job.result() == [(7,)]
+            assert (await session.sql("select 8").collect())[0][0] == 8
+            fresh = session.session_id
+        stats = pool.stats()
+        assert (stats["replaced"], stats["retried_statements"]) == (1, 1)
+        assert queries_of(local_snowflake, first) == []  # the refused submission made none
+        assert [q["sql_text"] for q in queries_of(local_snowflake, fresh)] == [
+            "select 7",
+            "select 8",
+        ]
+        assert local_snowflake.running_queries() == []
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_a_collect_nowait_refused_after_the_lease_did_work_is_raised_not_retried(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    async with pool_of_one(local_snowflake, health_check_after=None) as (pool, first):
+        async with pool.session() as session:
+            await session.use_schema("PUBLIC")
+            local_snowflake.delete_session(first)
+            with pytest.raises(SessionExpiredError) as caught:
+                await session.sql("select 1").collect_nowait()
+            assert caught.value.errno == 390104
+            assert session.session_id == first
+        async with pool.session() as session:  # discarded on return, replaced
+            assert session.session_id != first
+        stats = pool.stats()
+        assert (stats["replaced"], stats["retried_statements"]) == (1, 0)
+
+
+@pytest.mark.anyio
+@both_backends
+async def test_collect_nowait_cancelled_during_its_retry_leaves_nothing_running(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """Cancelled while the retried submission is in flight: its query is aborted, and
+    nothing of the lease runs on either session."""
+    async with pool_of_one(local_snowflake, health_check_after=None) as (pool, first):
+        local_snowflake.delete_session(first)
+        local_snowflake.set_latency(300)  # every request: the submission stays in flight
+        submitted: list[object] = []
+        try:
+            async with pool.session() as session:
+                core = core_of(session)
+                dead = core.connection
+
+                async def submit() -> None:
+                    submitted.append(await session.sql(LONG).collect_nowait())
+
+                def resubmitting() -> bool:
+                    # The fresh connection is swapped in, and a thread sends its submission.
+                    calls = [q.call for q in core.registry.snapshot()]
+                    sent = any(c is not None and c.is_started for c in calls)
+                    return core.connection is not dead and sent
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(submit)
+                    await until(resubmitting)
+                    tg.cancel_scope.cancel()
+                fresh = session.session_id
+                assert submitted == []
+                assert session.running_queries == ()
+        finally:
+            local_snowflake.set_latency(0)
+        # The abort waited for the submission to return, then went by its query id.
+        mine = [q for q in queries_of(local_snowflake, fresh) if q["sql_text"] == LONG]
+        assert len(mine) == 1
+        assert mine[0]["status"] == "ABORTED"
+        await until(lambda: local_snowflake.worker_stopped(mine[0]["query_id"]))
+        assert local_snowflake.running_queries() == []
+        assert pool.stats()["replaced"] == 1
 
 
 @pytest.mark.anyio
@@ -206,15 +297,21 @@ async def test_idle_pooled_session_kept_alive_past_the_idle_limit(
 
 @pytest.mark.anyio
 @both_backends
+@pytest.mark.parametrize("first_statement", ["collect", "collect_nowait"])
 async def test_idle_session_dead_of_its_master_token_is_replaced_unseen(
-    short_lived: LocalSnowflake,
+    short_lived: LocalSnowflake, first_statement: str
 ) -> None:
-    """Keep-alive off, no health check: the first statement is refused (390114), retried."""
+    """Keep-alive off, no health check: the first statement is refused (390114; 5.x:
+    ReauthenticationRequest), retried, awaited or submitted as a job."""
     builder = builder_for(short_lived, client_session_keep_alive=False)
     async with pool_of_one(short_lived, builder, health_check_after=None) as (pool, first):
         await until(lambda: short_lived.session(first)["idle"] > MASTER_SECONDS + 0.5, 30)
         async with pool.session() as session:
-            assert (await session.sql("select 1").collect())[0][0] == 1
+            query = session.sql("select 1")
+            if first_statement == "collect":
+                assert (await query.collect())[0][0] == 1
+            else:
+                assert await (await query.collect_nowait()).result() == [(1,)]
             assert session.session_id != first
             assert session.is_alive
         stats = pool.stats()

@@ -7,13 +7,15 @@ from typing import Any
 
 import anyio
 import pytest
-from snowflake.connector.errors import DatabaseError, ProgrammingError
+from snowflake.connector.errors import DatabaseError, InternalError, ProgrammingError
 
 from asyncsession import Session, SessionExpiredError
 from asyncsession._builder import _connect_kwargs
 from asyncsession._config import ResolvedConfig
+from asyncsession._driver import PROBE_SQL
+from asyncsession._errors import is_session_gone, is_unanswered_submission
 from asyncsession.testing import LocalSnowflake
-from tests.helpers import both_backends, until
+from tests.helpers import CONNECTOR_MAJOR, both_backends, until
 
 pytestmark = pytest.mark.anyio
 
@@ -118,3 +120,53 @@ def test_the_error_pickles_and_names_the_server_message() -> None:
     assert type(again) is SessionExpiredError
     assert (again.errno, again.sqlstate, str(again)) == (390114, "08001", str(error))
     assert "Server said: Master token expired" in str(error)
+
+
+@both_backends
+async def test_collect_nowait_on_a_session_deleted_on_the_server(
+    local_snowflake: LocalSnowflake,
+) -> None:
+    """5.2's core answers the refused asyncExec with a code-less InternalError (errno 6);
+    one probe asks the server, whose 390104 is what the caller sees, as on 4.x."""
+    params = local_snowflake.connection_parameters
+    async with Session.builder.configs(params).create() as session:
+        local_snowflake.delete_session(session.session_id)
+        with anyio.fail_after(30):
+            with pytest.raises(SessionExpiredError) as caught:
+                await session.sql("select 1").collect_nowait()
+        assert caught.value.errno == 390104
+        assert not session.is_alive
+        assert session.running_queries == ()
+
+
+@both_backends
+async def test_a_submission_answered_without_a_query_id_on_a_live_session_is_not_expiry(
+    shared_emulator: LocalSnowflake,
+) -> None:
+    """An asyncExec reply with no query id that is not the session's refusal stays the
+    connector's error: the probe finds the session alive."""
+    async with Session.builder.configs(shared_emulator.connection_parameters).create() as session:
+        sid = session.session_id
+        shared_emulator.fail_next("/queries/v1/query-request", status=200)
+        with pytest.raises(DatabaseError) as caught:
+            await session.sql("select 1").collect_nowait()
+        assert not isinstance(caught.value, SessionExpiredError)
+        assert session.is_alive
+        assert (await session.sql("select 2").collect())[0][0] == 2
+        sent = [q["sql_text"] for q in shared_emulator.queries() if q["session_id"] == sid]
+        if CONNECTOR_MAJOR >= 5:
+            assert is_unanswered_submission(caught.value)
+            assert sent == [PROBE_SQL, "select 2"]  # the probe ran; the faulted one did not
+        else:
+            assert sent == ["select 2"]  # 4.x raises the reply's error: no probe
+
+
+def test_only_the_code_less_submission_error_is_recognised() -> None:
+    message = "Async query did not report a queryId"
+    unanswered = InternalError(msg=message, errno=6)
+    assert is_unanswered_submission(unanswered)
+    # By itself it never means the session is gone (the server is asked first).
+    assert not is_session_gone(unanswered)
+    assert not is_unanswered_submission(InternalError(msg="Mutex poisoned", errno=6))
+    assert not is_unanswered_submission(ProgrammingError(msg=message, errno=6))
+    assert not is_unanswered_submission(InternalError(msg=message, errno=6, sfqid="01-x"))

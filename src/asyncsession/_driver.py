@@ -9,7 +9,9 @@ id does) or submitted with ``asyncExec`` (query id at once, aborted by it):
   failing request are bounded by ``_backoff``.
 - 5.x generates the request id in its Rust core and logs it on the calling thread before
   sending the request; we capture that log record (for the one-round-trip path only),
-  and post the abort through the core's own HTTP client.
+  and post the abort through the core's own HTTP client. A submission its core answers
+  with no query id (it drops the server's code) is followed by one probe that asks the
+  server whether the session is gone (``Connector5.submit``).
 
 Everything here is blocking and runs in worker threads (see ``_threads``).
 """
@@ -29,10 +31,10 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import snowflake.connector
-from snowflake.connector.errors import InterfaceError, ProgrammingError
+from snowflake.connector.errors import Error, InterfaceError, ProgrammingError
 
 from ._backoff import bounded_backoff_policy
-from ._errors import CANCELED_ERRNO
+from ._errors import CANCELED_ERRNO, is_session_gone, is_unanswered_submission
 
 logger = logging.getLogger("asyncsession")
 
@@ -361,6 +363,25 @@ class Connector5(_Common):
             handle.request_id_known.set()
         handle.query_id = cursor.sfqid
 
+    def submit(
+        self,
+        cursor: Any,
+        handle: QueryHandle,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None = None,
+    ) -> str:
+        try:
+            return super().submit(cursor, handle, params, statement_params)
+        except Error as e:
+            if not is_unanswered_submission(e):
+                raise
+            refusal = _session_refusal(cursor.connection)
+            if refusal is None:
+                raise
+            # The server's own answer (390104, …) instead of the core's code-less one:
+            # the statement never ran, and is_session_gone() judges the probe's error.
+            raise refusal from e
+
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.query_id is not None:
             self.abort_query_id(connection, handle.query_id)
@@ -380,6 +401,27 @@ class Connector5(_Common):
             )
         else:
             raise InterfaceError(msg="could not learn the request id of the query to abort")
+
+
+#: Asked once after 5.x submits with no query id back: a statement with no effect, refused
+#: as the submission was if the session is gone (the pool's health check asks the same).
+PROBE_SQL = "select 1"
+
+
+def _session_refusal(connection: Any) -> Error | None:
+    """The server's error if it refuses ``connection``'s session as gone, else ``None``.
+
+    One synchronous round trip, whose refusal carries the server's code on both
+    generations. Any other outcome (it runs, or fails otherwise) says nothing more.
+    """
+    cursor = connection.cursor()
+    try:
+        cursor.execute(PROBE_SQL)
+    except Error as e:
+        return e if is_session_gone(e) else None
+    finally:
+        cursor.close()
+    return None
 
 
 _driver: Connector4 | Connector5 | None = None

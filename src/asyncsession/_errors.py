@@ -137,6 +137,30 @@ def is_session_gone(error: BaseException) -> bool:
     )
 
 
+#: 5.2's core answers an ``asyncExec`` the server refused with no query id (the session's
+#: tokens refused: 390104 for a deleted session, observed) by this ``InternalError``:
+#: errno 6 (its internal-error kind, no server code), no sqlstate, no query id. The
+#: server's code is lost, so the error alone does not say the session is gone.
+UNANSWERED_SUBMISSION_ERRNO = 6
+UNANSWERED_SUBMISSION_MESSAGE = "Async query did not report a queryId"
+
+
+def is_unanswered_submission(error: BaseException) -> bool:
+    """Whether ``error`` is 5.x's "the server answered ``asyncExec`` without a query id".
+
+    The statement never ran (no query was made of it). Whether the session is gone is
+    then asked of the server (``_driver.Connector5.submit``), and ``is_session_gone``
+    judges that answer; this error is never mapped to ``SessionExpiredError`` by itself.
+    """
+    return (
+        isinstance(error, snowflake.connector.errors.InternalError)
+        and error.errno == UNANSWERED_SUBMISSION_ERRNO
+        and error.sqlstate in (None, "n/a")  # no sqlstate ("n/a": how 4.x's Error says so)
+        and error.sfqid is None
+        and str(error.raw_msg or "").startswith(UNANSWERED_SUBMISSION_MESSAGE)
+    )
+
+
 def _is_reauthentication(error: BaseException) -> bool:
     return _REAUTHENTICATE is not None and isinstance(error, _REAUTHENTICATE)
 
@@ -163,4 +187,5 @@ __all__ = [
     "TransactionError",
     "_ConnectorError",
     "is_session_gone",
+    "is_unanswered_submission",
 ]

@@ -360,7 +360,7 @@ class QueryRunner:
             # not tracked, so a BEGIN submitted this way counts as open).
             self.state.started(effect)
             self.state.finished(effect, False)
-            query = await self._submit(sql_text, params, statement_params)
+            query = await self._submit_refusable(sql_text, params, statement_params)
             query.job = True
         finally:
             if passed is not None:
@@ -369,6 +369,31 @@ class QueryRunner:
         if query.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
             raise QueryCancelledError(query.query_id, query.cancel_reason)
         return query
+
+    async def _submit_refusable(
+        self,
+        sql_text: str,
+        params: Sequence[Any] | None,
+        statement_params: dict[str, Any] | None,
+    ) -> RunningQuery:
+        """``_submit``, once more on a fresh connection if a pool lease swapped one in.
+
+        The rule of ``run``: only a submission the server refused because the session was
+        gone before anything of the lease was answered on it (it never ran). A submission
+        that returned a query id counts as answered: the job may run.
+        """
+        while True:
+            connection = self._connection()
+            retry = False
+            try:
+                return await self._submit(sql_text, params, statement_params)
+            except Exception as e:
+                if self._refused is None or not await self._refused.retry(connection, e):
+                    raise
+                retry = True
+            finally:
+                if self._refused is not None and not retry:
+                    self._refused.answered(connection)
 
     def track_job(self, query_id: str) -> RunningQuery:
         """Track a query submitted elsewhere, by its id."""

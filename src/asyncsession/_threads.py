@@ -128,6 +128,11 @@ class WorkerCall(Generic[T]):
         return True
 
     @property
+    def is_started(self) -> bool:
+        """A worker thread took the call: it runs (or ran) and can no longer be skipped."""
+        return self._started
+
+    @property
     def is_finished(self) -> bool:
         return self._thread_done.is_set()
 
