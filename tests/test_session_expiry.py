@@ -13,7 +13,12 @@ from asyncsession import Session, SessionExpiredError
 from asyncsession._builder import _connect_kwargs
 from asyncsession._config import ResolvedConfig
 from asyncsession._driver import PROBE_SQL
-from asyncsession._errors import is_session_gone, is_unanswered_submission
+from asyncsession._errors import (
+    UNREADABLE_STATUS_MESSAGE,
+    is_session_gone,
+    is_unanswered_submission,
+    is_unreadable_status,
+)
 from asyncsession.testing import LocalSnowflake
 from tests.helpers import CONNECTOR_MAJOR, both_backends, until
 
@@ -170,3 +175,26 @@ def test_only_the_code_less_submission_error_is_recognised() -> None:
     assert not is_unanswered_submission(InternalError(msg="Mutex poisoned", errno=6))
     assert not is_unanswered_submission(ProgrammingError(msg=message, errno=6))
     assert not is_unanswered_submission(InternalError(msg=message, errno=6, sfqid="01-x"))
+    unreadable = InternalError(msg=UNREADABLE_STATUS_MESSAGE + " at line 1 column 30", errno=6)
+    assert is_unreadable_status(unreadable)
+    assert not is_session_gone(unreadable)
+    assert not is_unreadable_status(InternalError(msg="Invalid Snowflake response", errno=6))
+
+
+@both_backends
+@pytest.mark.parametrize("how", ["status", "result"])
+async def test_a_job_whose_session_is_deleted_on_the_server(
+    local_snowflake: LocalSnowflake, how: str
+) -> None:
+    """Asking about a job (a status request) once its session is gone: SessionExpiredError
+    on both generations (5.2's core answers with a code-less InternalError, errno 6)."""
+    params = local_snowflake.connection_parameters
+    async with Session.builder.configs(params).create() as session:
+        job = await session.sql("select system$wait(30)").collect_nowait()
+        local_snowflake.delete_session(session.session_id)
+        with anyio.fail_after(30):
+            ask = job.status if how == "status" else job.result
+            with pytest.raises(SessionExpiredError) as caught:
+                await ask()
+        assert caught.value.errno == 390104
+        assert not session.is_alive

@@ -31,10 +31,16 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import snowflake.connector
-from snowflake.connector.errors import Error, InterfaceError, ProgrammingError
+from snowflake.connector.errors import DatabaseError, Error, InterfaceError, ProgrammingError
 
 from ._backoff import bounded_backoff_policy
-from ._errors import CANCELED_ERRNO, is_session_gone, is_unanswered_submission
+from ._errors import (
+    CANCELED_ERRNO,
+    SESSION_GONE_ERRNOS,
+    is_session_gone,
+    is_unanswered_submission,
+    is_unreadable_status,
+)
 
 logger = logging.getLogger("asyncsession")
 
@@ -254,6 +260,20 @@ class Connector4(_Common):
             parameters["requestId"] = handle.request_id
         return super().submit(cursor, handle, params, parameters)
 
+    def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
+        # get_query_status() reads a refused request (no "queries" in its reply: the
+        # session is gone) as FAILED_WITH_ERROR; the raw reply has the server's code.
+        status, reply = connection._get_query_status(query_id)
+        if "queries" not in (reply.get("data") or {}):
+            code = _int_or_none(reply.get("code"))
+            if code in SESSION_GONE_ERRNOS:
+                raise DatabaseError(
+                    msg=str(reply.get("message") or "session gone"),
+                    errno=code,
+                    sqlstate=(reply.get("data") or {}).get("sqlState"),
+                )
+        return str(status.name), bool(connection.is_still_running(status))
+
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.query_id is not None:
             self.abort_query_id(connection, handle.query_id)
@@ -382,6 +402,17 @@ class Connector5(_Common):
             # the statement never ran, and is_session_gone() judges the probe's error.
             raise refusal from e
 
+    def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
+        try:
+            return super().query_status(connection, query_id)
+        except Error as e:
+            if not is_unreadable_status(e):
+                raise
+            refusal = _session_refusal(connection)
+            if refusal is None:
+                raise
+            raise refusal from e  # the server's 390104 instead of the core's code-less error
+
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.query_id is not None:
             self.abort_query_id(connection, handle.query_id)
@@ -422,6 +453,13 @@ def _session_refusal(connection: Any) -> Error | None:
     finally:
         cursor.close()
     return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 _driver: Connector4 | Connector5 | None = None

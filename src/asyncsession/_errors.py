@@ -161,6 +161,27 @@ def is_unanswered_submission(error: BaseException) -> bool:
     )
 
 
+#: 5.2's core answers a status request (``GET /monitoring/queries/…``) the server refused
+#: (no ``queries`` in its reply: a deleted session's 390104, observed) by this
+#: ``InternalError`` errno 6, the server's code lost, as for a submission above.
+UNREADABLE_STATUS_MESSAGE = "Invalid Snowflake response. missing field `queries`"
+
+
+def is_unreadable_status(error: BaseException) -> bool:
+    """Whether ``error`` is 5.x's "the status reply has no ``queries``" (a refusal).
+
+    As for ``is_unanswered_submission``, the server is then asked whether the session is
+    gone; this error alone is never ``SessionExpiredError``.
+    """
+    return (
+        isinstance(error, snowflake.connector.errors.InternalError)
+        and error.errno == UNANSWERED_SUBMISSION_ERRNO
+        and error.sqlstate in (None, "n/a")
+        and error.sfqid is None
+        and str(error.raw_msg or "").startswith(UNREADABLE_STATUS_MESSAGE)
+    )
+
+
 def _is_reauthentication(error: BaseException) -> bool:
     return _REAUTHENTICATE is not None and isinstance(error, _REAUTHENTICATE)
 
@@ -188,4 +209,5 @@ __all__ = [
     "_ConnectorError",
     "is_session_gone",
     "is_unanswered_submission",
+    "is_unreadable_status",
 ]
