@@ -202,3 +202,8 @@ def _convert(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_convert(x) for x in obj]
     return obj
+
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+Row.__module__ = "asyncsession"
