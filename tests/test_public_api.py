@@ -9,6 +9,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -19,10 +20,11 @@ PUBLIC = [name for name in asyncsession.__all__ if not name.startswith("__")]
 
 
 def test_all_lists_every_public_name() -> None:
+    # dir(), not vars(): some names are imported on first use (see LAZY_MODULES below).
     defined = {
         name
-        for name, value in vars(asyncsession).items()
-        if not name.startswith("_") and not isinstance(value, type(asyncsession))
+        for name in dir(asyncsession)
+        if not name.startswith("_") and not isinstance(getattr(asyncsession, name), ModuleType)
     }
     assert defined == set(PUBLIC)
     assert len(set(asyncsession.__all__)) == len(asyncsession.__all__)
@@ -73,6 +75,18 @@ LAZY_MODULES = (
     "pyarrow",
     "snowflake.connector.aio",
     "snowflake.connector.pandas_tools",
+    # Our modules of public names imported on first use (``asyncsession.__getattr__``):
+    "asyncsession._job",  # AsyncJob
+    "asyncsession._lease",  # Lease, PoolCreation
+    "asyncsession._pool",  # SessionPool (and _detached, _pool_logins with it)
+    "asyncsession._detached",
+    "asyncsession._pool_logins",
+    "asyncsession._query",  # SqlQuery, ResultStream: on a session's first sql()
+    "asyncsession._row",  # Row
+    # ... and of optional parts
+    "asyncsession.fastapi",
+    "asyncsession.testing",
+    "asyncsession._local",
 )
 #: anyio's own submodules: anyio >= 4.16 loads them on first use (older ones at once).
 ANYIO_LAZY_MODULES = ("sniffio", "anyio._core", "anyio.abc", "anyio.lowlevel")
@@ -93,3 +107,24 @@ def test_import_leaves_heavy_modules_unloaded() -> None:
         names += ANYIO_LAZY_MODULES
     lazy = [m for m in added if any(m == n or m.startswith(n + ".") for n in names)]
     assert lazy == []
+
+
+def test_lazy_names_load_on_first_use() -> None:
+    code = (
+        "import sys, asyncsession\n"
+        "assert 'asyncsession._pool' not in sys.modules\n"
+        "from asyncsession import *\n"
+        "assert 'asyncsession._pool' in sys.modules\n"
+        "public = [n for n in asyncsession.__all__ if not n.startswith('__')]\n"
+        "print(' '.join(getattr(asyncsession, n).__module__ for n in public))\n"
+        "try:\n"
+        "    asyncsession.NotAName\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    modules, error = proc.stdout.splitlines()
+    assert set(modules.split()) == {"asyncsession"}
+    assert error == "module 'asyncsession' has no attribute 'NotAName'"

@@ -25,9 +25,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._connections_file import (
     SKIP_READ_WARNING_ENV_VARS,
@@ -72,8 +71,8 @@ def normalize_options(options: Mapping[str, object]) -> dict[str, object]:
     return normalize(options, "the options")
 
 
-@dataclass(frozen=True, repr=False)
-class ResolvedConfig:
+# A NamedTuple, not a frozen dataclass: cheaper to define at import.
+class ResolvedConfig(NamedTuple):
     """What :func:`resolve` decided: ``connect(**connect_kwargs)`` plus our own options."""
 
     connect_kwargs: dict[str, Any]

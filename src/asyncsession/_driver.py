@@ -302,7 +302,8 @@ def _forget_platform_detection() -> None:
 
 
 _CORE_LOGGER = "snowflake.connector._core"
-_SYNC_REQUEST = re.compile(r"Executing sync query request_id=([0-9a-fA-F-]{36})")
+# A string: ``re`` compiles (and caches) it on first use, not at import.
+_SYNC_REQUEST = r"Executing sync query request_id=([0-9a-fA-F-]{36})"
 
 
 class _RequestIdCapture(logging.Filter):
@@ -326,7 +327,7 @@ class _RequestIdCapture(logging.Filter):
         if record.levelno == logging.INFO and record.thread is not None:
             with self.lock:
                 handle = self.waiting.get(record.thread)
-            if handle is not None and (m := _SYNC_REQUEST.search(record.getMessage())):
+            if handle is not None and (m := re.search(_SYNC_REQUEST, record.getMessage())):
                 handle.request_id = m[1]
                 handle.request_id_known.set()
         return record.levelno >= self._intended_level()

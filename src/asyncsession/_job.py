@@ -119,3 +119,8 @@ class AsyncJob:
         if isinstance(error, QueryCancelledError):
             return error
         return self._runner.translate(self._query, error, "wait for a job")
+
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+AsyncJob.__module__ = "asyncsession"

@@ -235,3 +235,9 @@ class Lease:
 
 class PoolCreation(Creation["SessionPool"]):
     """Awaitable (gives the pool) and async context manager (closes it on exit)."""
+
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+Lease.__module__ = "asyncsession"
+PoolCreation.__module__ = "asyncsession"

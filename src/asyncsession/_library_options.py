@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import ConfigurationError
 from ._secrets import describe
@@ -32,8 +31,8 @@ DEFAULT_CANCEL_TIMEOUT = 5.0
 DEFAULT_MAX_CONCURRENT_QUERIES = 1000
 
 
-@dataclass(frozen=True)
-class LibraryOption:
+# A NamedTuple, not a frozen dataclass: cheaper to define at import.
+class LibraryOption(NamedTuple):
     name: str
     #: The value used when the option is not given (``None``: absent means "not set").
     default: object

@@ -458,3 +458,8 @@ async def _logout(session: AsyncSession) -> None:
         await session.aclose()
     except Exception:
         logger.exception("logging out a discarded pooled session failed")
+
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+SessionPool.__module__ = "asyncsession"

@@ -340,3 +340,9 @@ async def collect_many(
             raise group.exceptions[0] from None
         raise
     return results
+
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+ResultStream.__module__ = "asyncsession"
+SqlQuery.__module__ = "asyncsession"

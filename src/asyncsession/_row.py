@@ -353,3 +353,7 @@ class RowBatch(Sequence[Row]):
 
 
 _unnamed_row: Callable[[Iterable[Any]], Row] = functools.partial(tuple.__new__, Row)
+
+# Shown under its public name (``asyncsession`` imports this module on first use, see
+# __init__.py), also when this module is imported before that name is looked up.
+Row.__module__ = RowBatch.__module__ = "asyncsession"

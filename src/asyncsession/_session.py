@@ -29,9 +29,10 @@ logger = logging.getLogger("asyncsession")
 T = TypeVar("T")
 
 
-_IDENTIFIER = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$')
+# Strings: ``re`` compiles (and caches) them on first use, not at import.
+_IDENTIFIER = r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")$'
 #: Snowflake query ids are UUID-shaped (01b2c3d4-0000-1234-0000-000123456789).
-_QUERY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_QUERY_ID = r"(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 class _BuilderProperty:
@@ -185,7 +186,7 @@ class AsyncSession(ClosesOnExit):
         self._runner.check_open("create an async job")
         if not isinstance(query_id, str) or not query_id.strip():
             raise ValueError(f"query_id must be a non-empty str, not {query_id!r}")
-        if not _QUERY_ID.match(query_id.strip()):
+        if not re.match(_QUERY_ID, query_id.strip()):
             # The server would report such an id as NO_DATA ("not yet known"), forever.
             raise ValueError(f"query_id must be a Snowflake query id (a UUID), not {query_id!r}")
         return AsyncJob(self, self._runner, self._runner.track_job(query_id.strip()))
@@ -246,7 +247,7 @@ class AsyncSession(ClosesOnExit):
 
     async def _use(self, kind: str, name: str) -> None:
         parts = name.split(".") if isinstance(name, str) and '"' not in name else [name]
-        if not isinstance(name, str) or not all(_IDENTIFIER.match(p) for p in parts):
+        if not isinstance(name, str) or not all(re.match(_IDENTIFIER, p) for p in parts):
             raise ValueError(
                 f"invalid {kind} name {name!r}: use an unquoted identifier "
                 '(letters, digits, _ and $) or a double-quoted one ("My Name")'

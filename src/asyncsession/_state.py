@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 #: What ``SessionState.changed`` may hold.
 CHANGES = frozenset(
@@ -26,16 +25,16 @@ CHANGES = frozenset(
 #: or the implicit commit of DDL), or leaves it as it was.
 TransactionEffect = Literal["open", "close"] | None
 
+# The patterns are strings: ``re`` compiles (and caches) each on first use, not at import.
 # String literals ('…' with '' or \' inside, $$…$$), quoted identifiers, comments, and
 # the statement separator; an unterminated literal or comment runs to the end.
-_TOKEN = re.compile(
-    r"""'(?:[^'\\]|\\.|'')*'?|\$\$.*?(?:\$\$|\Z)|"(?:[^"]|"")*"?"""
-    r"""|--[^\n]*|//[^\n]*|/\*.*?(?:\*/|\Z)|;""",
-    re.S,
+_TOKEN = (
+    r"""(?s)'(?:[^'\\]|\\.|'')*'?|\$\$.*?(?:\$\$|\Z)|"(?:[^"]|"")*"?"""
+    r"""|--[^\n]*|//[^\n]*|/\*.*?(?:\*/|\Z)|;"""
 )
-_WORD = re.compile(r'[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")*"|[^\sA-Za-z_"]')
-_SET_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*=")
-_UNSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_WORD = r'[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")*"|[^\sA-Za-z_"]'
+_SET_NAME = r"([A-Za-z_][A-Za-z0-9_$]*)\s*="
+_UNSET_NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
 
 #: Leading keywords of statements that change neither session state nor the transaction.
 _PLAIN = frozenset(
@@ -50,8 +49,9 @@ _DDL = frozenset({"CREATE", "ALTER", "DROP", "UNDROP", "GRANT", "REVOKE", "COMME
 _TEMPORARY = frozenset({"TEMP", "TEMPORARY", "VOLATILE", "LOCAL"})
 
 
-@dataclass(frozen=True)
-class StatementEffect:
+# A NamedTuple, not a frozen dataclass: the same immutable record, without the dataclass
+# machinery's cost at import (``import asyncsession``).
+class StatementEffect(NamedTuple):
     changes: frozenset[str] = frozenset()
     transaction: TransactionEffect = None
     #: ``ALTER SESSION SET AUTOCOMMIT = …`` / ``UNSET AUTOCOMMIT``: the new setting.
@@ -66,7 +66,7 @@ def split_statements(sql: str) -> list[str]:
     parts: list[str] = []
     buffer: list[str] = []
     position = 0
-    for match in _TOKEN.finditer(sql):
+    for match in re.finditer(_TOKEN, sql):
         buffer.append(sql[position : match.start()])
         token = match.group()
         if token == ";":
@@ -121,7 +121,7 @@ def _classify(sql: str) -> StatementEffect:
 
 
 def _classify_one(statement: str) -> StatementEffect:
-    words = [w.upper() if w[0] != '"' else w for w in _WORD.findall(statement[:400])]
+    words = [w.upper() if w[0] != '"' else w for w in re.findall(_WORD, statement[:400])]
     first = words[0]
     second = words[1] if len(words) > 1 else ""
     if first in _PLAIN:
@@ -167,9 +167,9 @@ def _alter_session_changes(statement: str, words: list[str]) -> frozenset[str]:
     action = words[2] if len(words) > 2 else ""
     rest = statement.split(None, 3)[3] if len(statement.split(None, 3)) > 3 else ""
     if action == "SET":
-        names = {n.upper() for n in _SET_NAME.findall(rest)}
+        names = {n.upper() for n in re.findall(_SET_NAME, rest)}
     elif action == "UNSET":
-        names = {n.upper() for n in _UNSET_NAME.findall(rest)}
+        names = {n.upper() for n in re.findall(_UNSET_NAME, rest)}
     else:
         return frozenset({"parameters"})
     changes = set()
@@ -180,14 +180,14 @@ def _alter_session_changes(statement: str, words: list[str]) -> frozenset[str]:
     return frozenset(changes)
 
 
-_AUTOCOMMIT_VALUE = re.compile(r"\bAUTOCOMMIT\s*=\s*([A-Za-z0-9_']+)", re.I)
+_AUTOCOMMIT_VALUE = r"(?i)\bAUTOCOMMIT\s*=\s*([A-Za-z0-9_']+)"
 
 
 def _autocommit_setting(statement: str, words: list[str]) -> bool | None:
     action = words[2] if len(words) > 2 else ""
     if action == "UNSET" and "AUTOCOMMIT" in words[3:]:
         return True
-    if action == "SET" and (m := _AUTOCOMMIT_VALUE.search(statement)):
+    if action == "SET" and (m := re.search(_AUTOCOMMIT_VALUE, statement)):
         return m[1].upper() not in ("FALSE", "0", "OFF", "NO")
     return None
 

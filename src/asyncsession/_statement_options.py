@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 StatementParameterValue: TypeAlias = str | int | float | bool
 
@@ -21,8 +20,8 @@ MAX_QUERY_TAG_LENGTH = 2000
 _RESERVED = "REQUESTID"
 
 
-@dataclass(frozen=True)
-class StatementOptions:
+# A NamedTuple, not a frozen dataclass: cheaper to define at import.
+class StatementOptions(NamedTuple):
     """Validated options of one statement; ``parameters()`` is what goes on the wire."""
 
     query_tag: str | None = None
