@@ -14,7 +14,7 @@ import anyio
 import pytest
 from snowflake.connector.errors import ProgrammingError
 
-from asyncsession import AsyncSession, QueryCancelledError, Session
+from asyncsession import AsyncSession, QueryCancelledError, Session, SessionClosedError
 from asyncsession._executor import CONTROL_THREADS, DEFAULT_IO_THREADS, QueryRunner
 from asyncsession._session import core_of
 from asyncsession._threads import worker_threads
@@ -99,6 +99,30 @@ async def test_submitted_query_errors_are_the_connectors(
         assert (await session.sql("select ?", [7]).collect())[0][0] == 7
         rows = [r async for r in session.sql("select range from range(25)").to_local_iterator()]
         assert [r[0] for r in rows] == list(range(25))
+
+
+async def test_a_job_whose_turn_comes_as_aclose_begins_is_refused_not_left_tracked(
+    local_snowflake: LocalSnowflake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job let through the turnstile just before ``aclose()`` began (not yet resumed when
+    the close took its snapshot of what to abort) must not be submitted after it: found
+    by the random-cancellation soak (a job tracked forever on a closed session)."""
+    session = await session_for(local_snowflake)
+    sid = session.session_id
+    runner = core_of(session).runner
+    let_through = runner._through_turnstile
+
+    async def closing_meanwhile() -> Any:
+        passed = await let_through()
+        runner.closed = True  # what aclose() does first, before its snapshot
+        return passed
+
+    monkeypatch.setattr(runner, "_through_turnstile", closing_meanwhile)
+    with pytest.raises(SessionClosedError):
+        await session.sql(LONG).collect_nowait()
+    assert session.running_queries == ()
+    await session.aclose()
+    assert [q for q in local_snowflake.queries() if q["session_id"] == sid] == []
 
 
 @pytest.mark.parametrize("how", ["cancel_all", "aclose"])

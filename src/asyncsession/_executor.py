@@ -367,6 +367,7 @@ class QueryRunner:
                 passed.settle()
             self.gate.leave(counted)
         if query.cancel_reason is not None:  # aborted by cancel_all()/aclose() meanwhile
+            self.registry.discard(query)  # nobody gets the job: its aborter confirms the end
             raise QueryCancelledError(query.query_id, query.cancel_reason)
         return query
 
@@ -383,6 +384,9 @@ class QueryRunner:
         that returned a query id counts as answered: the job may run.
         """
         while True:
+            # Closed while this waited for its turn (or for a fresh connection): an
+            # aclose() aborts only what was tracked when it began.
+            self.check_open("submit a query")
             connection = self._connection()
             retry = False
             try:
