@@ -55,9 +55,11 @@ coverage: $(STAMP4)
 	$(PY4) -m coverage combine -q
 	$(PY4) -m coverage report
 
+# The two generations' suites run at once (2 cores: each mostly waits on its emulator);
+# each one's output is printed as a block when it ends.
 test: lint
 	$(PY4) -m coverage erase
-	$(MAKE) test4 test5
+	$(MAKE) -j2 --output-sync=target test4 test5
 	$(MAKE) coverage
 
 # Live mode: the suite against a real account, a connections.toml connection, on both
