@@ -17,10 +17,8 @@ from typing import Any
 
 import anyio.lowlevel
 
-from asyncsession import AsyncSession
-from asyncsession._executor import DEFAULT_SYNC_SLOTS
+from asyncsession import AsyncSession, _executor, _turnstile
 from asyncsession._session import core_of
-from asyncsession._turnstile import DEFAULT_PER_TURN
 from asyncsession.testing import LocalSnowflake
 
 
@@ -34,11 +32,12 @@ def vary_executor_paths(session: AsyncSession, rng: random.Random) -> str:
 
     Every path gets rounds: with no one-round-trip slots every awaited query is submitted
     and waited for by the poller; with one start per loop turn, all but the first of a
-    round's queries wait their turn in the turnstile.
+    round's queries wait their turn in the turnstile. The other choice is the default as
+    the test configured it (read now: the ``query_path`` fixture patches it).
     """
     runner = core_of(session).runner
-    runner.sync_slots = rng.choice((0, DEFAULT_SYNC_SLOTS))
-    runner.turnstile.per_turn = rng.choice((1, DEFAULT_PER_TURN))
+    runner.sync_slots = rng.choice((0, _executor.DEFAULT_SYNC_SLOTS))
+    runner.turnstile.per_turn = rng.choice((1, _turnstile.DEFAULT_PER_TURN))
     return f"slots={runner.sync_slots} per_turn={runner.turnstile.per_turn}"
 
 
