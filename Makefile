@@ -94,7 +94,7 @@ soak: $(STAMP4) $(STAMP5)
 	exit $$status
 
 # Random cancellation, slow profile: 1,000 seeded rounds per backend (asyncio, trio) per
-# connector generation (~5 min each). "-m slow" alone would select the soak too.
+# executor path per connector generation (~2 min each). "-m slow" alone selects the soak too.
 # ASYNCSESSION_SEED=<seed> reproduces a failure's plan.
 RANDOM_SOAK_PYTEST := -m pytest -m "slow and not soak" -s \
 	tests/reliability/test_random_cancellation.py $(PYTEST_ARGS)
