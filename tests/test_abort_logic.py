@@ -15,8 +15,10 @@ from typing import Any
 
 import anyio
 import pytest
+from snowflake.connector.errors import Error
 
 from asyncsession._driver import Driver, QueryHandle
+from asyncsession._native import NativeCore
 from asyncsession._registry import QueryRegistry, RunningQuery
 from asyncsession._threads import WorkerCall
 from tests.helpers import until
@@ -28,6 +30,7 @@ class FakeDriver:
     """Records the requests our logic makes; "server" answers are threading events."""
 
     generation = 0
+    native: NativeCore | None = None
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str | None]] = []
@@ -76,6 +79,9 @@ class FakeDriver:
         self._record("status", query_id)
         running = query_id in self.running
         return ("RUNNING" if running else "ABORTED"), running
+
+    def session_refusal(self, connection: Any, error: Error) -> Error | None:
+        return None
 
     def fetch_result(self, cursor: Any, query_id: str) -> None:
         raise NotImplementedError
@@ -128,7 +134,7 @@ async def start_running(
             registry.discard(query)
 
     tg.start_soon(await_it)
-    await until(lambda: query.call is not None and query.call._started)
+    await until(lambda: query.call is not None and query.call.is_started)
     return query, outcome
 
 
@@ -186,7 +192,7 @@ async def test_a_submission_is_aborted_by_id_once_its_id_is_back() -> None:
     query.call = WorkerCall(submit)
     async with anyio.create_task_group() as tg:
         tg.start_soon(query.call.start, anyio.CapacityLimiter(1))
-        await until(lambda: query.call is not None and query.call._started)
+        await until(lambda: query.call is not None and query.call.is_started)
         tg.start_soon(registry.abort, query, "aclose()")
         # Every task waits (the submission in its thread, the aborter for the submission):
         await anyio.wait_all_tasks_blocked()

@@ -63,7 +63,11 @@ async def test_fan_out_beyond_the_sync_slots_completes_on_few_threads(
         # Loose bounds (never timings): far fewer threads than queries in flight.
         assert peak_threads <= runner.sync_slots + DEFAULT_IO_THREADS + 8
         assert peak_known > runner.sync_slots  # submitted ones had ids while running
-        assert runner.poller.requests > 0
+        if runner.native_core() is None:
+            assert runner.poller.requests > 0
+        else:  # 5.x under asyncio: the connector's core waits, and holds no thread of ours
+            assert runner.poller.requests == 0
+            assert peak_threads <= runner.sync_slots + DEFAULT_IO_THREADS
         assert session.running_queries == ()
 
 

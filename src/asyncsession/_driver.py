@@ -41,6 +41,7 @@ from ._errors import (
     is_unanswered_submission,
     is_unreadable_status,
 )
+from ._native import NativeCore
 
 logger = logging.getLogger("asyncsession")
 
@@ -104,6 +105,9 @@ class Driver(Protocol):
     """
 
     generation: int
+    #: The 5.x core's awaitable calls (``_native``), or ``None`` (4.x, or a 5.x release
+    #: whose cursor we do not know).
+    native: NativeCore | None
 
     def connect(self, kwargs: dict[str, Any]) -> Any:
         """Log in; return the connection."""
@@ -132,6 +136,10 @@ class Driver(Protocol):
     def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
         """One status round trip: (status name, still running)."""
 
+    def session_refusal(self, connection: Any, error: Error) -> Error | None:
+        """After a submission or status request failed with no server code (5.x): the
+        server's refusal of the session if that was the cause (one probe), else ``None``."""
+
     def fetch_result(self, cursor: Any, query_id: str) -> None:
         """Load an ended query's result into ``cursor`` (one round trip)."""
 
@@ -149,6 +157,7 @@ class _Common:
     """What both generations do the same way."""
 
     generation = 0
+    native: NativeCore | None = None
 
     def connect(self, kwargs: dict[str, Any]) -> Any:
         return snowflake.connector.connect(**kwargs)
@@ -174,6 +183,9 @@ class _Common:
     def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
         status = connection.get_query_status(query_id)
         return str(status.name), bool(connection.is_still_running(status))
+
+    def session_refusal(self, connection: Any, error: Error) -> Error | None:
+        return None
 
     def fetch_result(self, cursor: Any, query_id: str) -> None:
         # GET /queries/{qid}/result: one round trip for an ended query, in both generations
@@ -342,6 +354,7 @@ class Connector5(_Common):
         from snowflake.connector._internal.api_client.client_api import core_driver
 
         self._core = core_driver
+        self.native = NativeCore.load()
         self._install()
 
     @classmethod
@@ -394,25 +407,26 @@ class Connector5(_Common):
         try:
             return super().submit(cursor, handle, params, statement_params)
         except Error as e:
-            if not is_unanswered_submission(e):
-                raise
-            refusal = _session_refusal(cursor.connection)
+            refusal = self.session_refusal(cursor.connection, e)
             if refusal is None:
                 raise
-            # The server's own answer (390104, …) instead of the core's code-less one:
-            # the statement never ran, and is_session_gone() judges the probe's error.
             raise refusal from e
 
     def query_status(self, connection: Any, query_id: str) -> tuple[str, bool]:
         try:
             return super().query_status(connection, query_id)
         except Error as e:
-            if not is_unreadable_status(e):
-                raise
-            refusal = _session_refusal(connection)
+            refusal = self.session_refusal(connection, e)
             if refusal is None:
                 raise
-            raise refusal from e  # the server's 390104 instead of the core's code-less error
+            raise refusal from e
+
+    def session_refusal(self, connection: Any, error: Error) -> Error | None:
+        if not (is_unanswered_submission(error) or is_unreadable_status(error)):
+            return None
+        # The server's own answer (390104, …) instead of the core's code-less one: the
+        # statement never ran, and is_session_gone() judges the probe's error.
+        return _session_refusal(connection)
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.query_id is not None:

@@ -18,6 +18,7 @@ however many are in flight (plus control threads while aborting or logging out).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -26,7 +27,8 @@ from snowflake.connector.errors import Error
 
 from ._driver import Driver
 from ._errors import QueryCancelledError, SessionClosedError, TransactionError
-from ._poller import DEFAULT_POLL_RATE, StatusPoller
+from ._native import NativeCall, NativeCore, asyncio_running
+from ._poller import DEFAULT_POLL_RATE, StatusPoller, Wake
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
 from ._state import SessionState, classify
 from ._threads import WorkerCall, run_blocking
@@ -55,6 +57,9 @@ DEFAULT_SYNC_SLOTS = 4
 DEFAULT_IO_THREADS = 12
 #: Threads for control calls (aborts, logout): never queued behind running queries.
 CONTROL_THREADS = 32
+#: On 5.x under asyncio, submitted queries, their results and status requests go through
+#: the connector's native core (``_native``) and hold no thread while they wait.
+DEFAULT_NATIVE = True
 
 
 class QueryRunner:
@@ -75,6 +80,7 @@ class QueryRunner:
         sync_slots: int | None = None,
         io_threads: int | None = None,
         poll_rate: float = DEFAULT_POLL_RATE,
+        native: bool | None = None,
     ) -> None:
         self._connection = connection
         self.driver = driver
@@ -87,6 +93,8 @@ class QueryRunner:
         self.gate = gate if gate is not None else TransactionGate()
         self.state = state if state is not None else SessionState()
         self.sync_slots = DEFAULT_SYNC_SLOTS if sync_slots is None else sync_slots
+        #: Whether to use the driver's native core where it has one and the loop is asyncio.
+        self.native = DEFAULT_NATIVE if native is None else native
         self._sync_in_flight = 0
         self._admission = anyio.CapacityLimiter(max_concurrent_queries)
         self._sync_threads = anyio.CapacityLimiter(max(1, self.sync_slots))
@@ -115,6 +123,11 @@ class QueryRunner:
     @property
     def running(self) -> RunningQueries:
         return self.registry.snapshot()
+
+    def native_core(self) -> NativeCore | None:
+        """The 5.x core's awaitable calls, if this session uses them on this event loop."""
+        core = self.driver.native if self.native else None
+        return core if core is not None and asyncio_running() else None
 
     def check_open(self, operation: str) -> None:
         """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
@@ -214,11 +227,14 @@ class QueryRunner:
                     )
                 finally:
                     self._sync_in_flight -= 1
+            core = self.native_core()
             try:
-                query = await self._submit(sql_text, params, statement_params)
+                query = await self._submit(sql_text, params, statement_params, core)
             finally:
                 passed.settle()
             try:
+                if core is not None:
+                    return await self._await_native(query, core, consume, keep_cursor, operation)
                 return await self._wait_and_fetch(query, consume, keep_cursor, operation)
             finally:
                 self.registry.discard(query)
@@ -253,11 +269,13 @@ class QueryRunner:
         sql_text: str,
         params: Sequence[Any] | None,
         statement_params: dict[str, Any] | None,
+        core: NativeCore | None = None,
     ) -> RunningQuery:
         """Submit with ``asyncExec``; the query is tracked from before the request leaves.
 
         A cancelled submission, a ``cancel_all()`` or an ``aclose()`` meanwhile aborts it
-        once its query id is known (on 4.x by our request id even before).
+        once its query id is known (on 4.x by our request id even before). With the 5.x
+        native ``core`` the request holds no thread.
         """
         query = self.registry.add(sql_text)
         query.submitting = True
@@ -271,8 +289,23 @@ class QueryRunner:
             finally:
                 cursor.close()
 
+        async def submit_natively(core: NativeCore) -> str:
+            # In a task of its own: it goes on if the awaiter is cancelled, and the query
+            # id it sets is what the abort then uses.
+            try:
+                query.query_id = await core.submit(connection, sql_text, params, statement_params)
+            except Error as e:
+                refusal = await run_blocking(
+                    functools.partial(driver.session_refusal, connection, e), self._control
+                )
+                if refusal is None:
+                    raise
+                raise refusal from e
+            return query.query_id
+
+        call = WorkerCall(work) if core is None else NativeCall(lambda: submit_natively(core))
         try:
-            await self.registry.run(query, WorkerCall(work), self._io)
+            await self.registry.run(query, call, self._io)
         except BaseException:
             self.registry.discard(query)
             raise
@@ -306,6 +339,66 @@ class QueryRunner:
             raise
         except Error as e:
             raise self.translate(query, e, operation) from e
+
+    async def _await_native(
+        self,
+        query: RunningQuery,
+        core: NativeCore,
+        consume: Callable[[Any], T],
+        keep_cursor: bool,
+        operation: str,
+    ) -> T:
+        """Await a submitted query's result through the 5.x core (no thread held), then
+        load it into a cursor and ``consume`` it in a worker; abort it if cancelled."""
+        connection, query_id = self._connection(), query.query_id
+        assert query_id is not None
+        query.awaited = True
+        reply: Any = None
+        try:
+            with anyio.CancelScope() as query.release:
+                reply = await self._native_reply(query, core, connection, query_id)
+            if reply is None:  # released: the abort was not confirmed in time
+                raise QueryCancelledError(query_id, query.cancel_reason or "released")
+        except anyio.get_cancelled_exc_class():
+            await self.registry.abort(query, "cancelled", by_awaiter=True)
+            raise
+        except QueryCancelledError:
+            raise
+        except Error as e:
+            raise self.translate(query, e, operation) from e
+        finally:
+            query.awaited = False
+
+        def load() -> T:
+            return _on_cursor(
+                connection, lambda cursor: core.load_result(cursor, reply), consume, keep_cursor
+            )
+
+        try:
+            return await self.registry.run(query, WorkerCall(load), self._io)
+        except QueryCancelledError:
+            raise
+        except Error as e:
+            raise self.translate(query, e, operation) from e
+
+    @staticmethod
+    async def _native_reply(
+        query: RunningQuery, core: NativeCore, connection: Any, query_id: str
+    ) -> Any:
+        while True:
+            wake = query.wake = Wake()
+            reply: Any = None
+            try:
+                with wake.watch():
+                    reply = await core.result(connection, query_id)
+            finally:
+                wake.unwatch()
+            if reply is not None:
+                return reply
+            if query.cancel_reason is not None:
+                # Woken by an aborter once its abort was answered (as the poller's waiters
+                # are): no need to wait for the core to report the 604.
+                raise QueryCancelledError(query_id, query.cancel_reason)
 
     async def wait(self, query: RunningQuery, operation: str) -> str:
         """Wait (no thread held) until a submitted query ends; abort it if cancelled."""
@@ -415,12 +508,18 @@ class QueryRunner:
 
     async def fetch(self, query_id: str, consume: Callable[[Any], T]) -> T:
         """Fetch an ended query's result into a cursor and ``consume`` it, in a thread."""
-        driver, connection = self.driver, self._connection()
+        driver, connection, core = self.driver, self._connection(), self.native_core()
+        reply: Any = None
+        if core is not None:  # the request holds no thread
+            reply = await core.result(connection, query_id)
 
         def fetch() -> T:
             cursor = connection.cursor()
             try:
-                driver.fetch_result(cursor, query_id)
+                if core is None:
+                    driver.fetch_result(cursor, query_id)
+                else:
+                    core.load_result(cursor, reply)
                 return consume(cursor)
             finally:
                 cursor.close()
@@ -429,8 +528,20 @@ class QueryRunner:
 
     # ---- other calls ----------------------------------------------------------------
     async def _status(self, query_id: str) -> tuple[str, bool]:
-        connection = self._connection()
-        return await run_blocking(lambda: self.driver.query_status(connection, query_id), self._io)
+        connection, core = self._connection(), self.native_core()
+        if core is None:
+            return await run_blocking(
+                lambda: self.driver.query_status(connection, query_id), self._io
+            )
+        try:
+            return await core.status(connection, query_id)
+        except Error as e:
+            refusal = await run_blocking(
+                functools.partial(self.driver.session_refusal, connection, e), self._control
+            )
+            if refusal is None:
+                raise
+            raise refusal from e
 
     async def in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""

@@ -28,6 +28,7 @@ from snowflake.connector.errors import Error, ProgrammingError
 
 from ._driver import Driver
 from ._errors import CANCELED_ERRNO, QueryCancelledError, SessionExpiredError, is_session_gone
+from ._native import NativeCall
 from ._threads import DRAIN_POLL_SECONDS, WorkerCall
 
 logger = logging.getLogger("asyncsession")
@@ -63,7 +64,7 @@ class RunningQuery:
     request_id_known: threading.Event = field(default_factory=threading.Event, repr=False)
     #: The worker call in flight for it now (the execute, the submission, a status or
     #: result fetch), if any: an abort waits for it to drain.
-    call: WorkerCall[Any] | None = field(default=None, repr=False)
+    call: WorkerCall[Any] | NativeCall[Any] | None = field(default=None, repr=False)
     #: Cancelled to release the awaiter when an abort cannot be confirmed in time.
     release: anyio.CancelScope | None = field(default=None, repr=False)
     #: Being submitted (``asyncExec``): the query id comes back when ``call`` returns, so
@@ -164,7 +165,10 @@ class QueryRegistry:
 
     # ---- running -----------------------------------------------------------------
     async def run(
-        self, query: RunningQuery, call: WorkerCall[T], limiter: anyio.CapacityLimiter
+        self,
+        query: RunningQuery,
+        call: WorkerCall[T] | NativeCall[T],
+        limiter: anyio.CapacityLimiter,
     ) -> T:
         """Await ``call`` (which executes ``query``); abort it on the server if we are cancelled.
 
