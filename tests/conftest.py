@@ -71,14 +71,29 @@ def _no_worker_thread_outlives_its_test() -> Iterator[None]:
     assert not alive, f"worker threads still busy {WORKER_DRAIN_SECONDS}s after the test: {alive}"
 
 
-#: The executor's paths, by how many queries in flight take the one-round-trip path.
-QUERY_PATHS = {"one-round-trip": 10_000, "submitted": 0, "hybrid": 2}
+#: The executor's paths: how many queries in flight take the one-round-trip path, and
+#: whether submitted ones use the 5.x native core (``_native``) where it applies.
+QUERY_PATHS = {
+    "one-round-trip": (10_000, True),
+    "submitted": (0, True),
+    "submitted-threads": (0, False),
+    "hybrid": (2, True),
+}
 
 
 @pytest.fixture(params=list(QUERY_PATHS))
 def query_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Sessions created in the test take this path (``_executor.DEFAULT_SYNC_SLOTS``)."""
+    """Sessions created in the test take this path (``_executor.DEFAULT_SYNC_SLOTS`` and
+    ``DEFAULT_NATIVE``). "submitted-threads" differs from "submitted" only where the
+    native core applies (5.x under asyncio); elsewhere it is skipped."""
     from asyncsession import _executor
+    from asyncsession._driver import connector_major
 
-    monkeypatch.setattr(_executor, "DEFAULT_SYNC_SLOTS", QUERY_PATHS[request.param])
+    slots, native = QUERY_PATHS[request.param]
+    if not native and (
+        connector_major() < 5 or request.getfixturevalue("anyio_backend") != "asyncio"
+    ):
+        pytest.skip("the same path as 'submitted' here (no native core)")
+    monkeypatch.setattr(_executor, "DEFAULT_SYNC_SLOTS", slots)
+    monkeypatch.setattr(_executor, "DEFAULT_NATIVE", native)
     return str(request.param)
