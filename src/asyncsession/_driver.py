@@ -11,9 +11,11 @@ id does) or submitted with ``asyncExec`` (query id at once, aborted by it):
   sending the request; we capture that log record (for the one-round-trip path only),
   and post the abort through the core's own HTTP client. A submission its core answers
   with no query id (it drops the server's code) is followed by one probe that asks the
-  server whether the session is gone (``Connector5.submit``).
+  server whether the session is gone (``Connector5.session_refusal``). Under asyncio,
+  ``Connector5.native`` (``_native.NativeCore``) submits, awaits results and asks for
+  status through the core's own awaitables instead.
 
-Everything here is blocking and runs in worker threads (see ``_threads``).
+Everything else here is blocking and runs in worker threads (see ``_threads``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ status poller (``_poller``). A query takes one of two paths:
 - **submitted** (beyond that): ``execute_async`` (one short round trip; the query id comes
   back at once), then waited for by the session's status poller on the event loop, then
   the result fetched in a thread (``GET /queries/{qid}/result``). Holds a thread only for
-  those round trips; aborted by query id.
+  those round trips; aborted by query id. On 5.x under asyncio the submission and the
+  wait for the result are the connector core's own awaitables (``_native``), which hold
+  no thread at all; a worker only loads the reply into a cursor.
 
 So a session holds at most ``sync_slots + io_threads`` worker threads for its queries
 however many are in flight (plus control threads while aborting or logging out).
