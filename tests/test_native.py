@@ -210,7 +210,7 @@ async def test_native_errors_results_and_jobs_are_the_connectors(
         rows = [r async for r in session.sql("select range from range(25)").to_local_iterator()]
         assert [r[0] for r in rows] == list(range(25))
         job = await session.sql("select 41 + 1").collect_nowait()
-        assert job.query_id in session.running_queries or job.query_id
+        assert job.query_id
         assert (await job.result())[0][0] == 42
         runner = core_of(session).runner
         assert runner.native_core() is not None
@@ -231,3 +231,36 @@ async def test_a_native_submission_cancelled_in_flight_is_aborted_once_its_id_is
         mine = [q for q in local_snowflake.queries() if q["session_id"] == session.session_id]
         assert [q["status"] for q in mine if q["sql_text"] == LONG] in ([], ["ABORTED"])
         assert running_in_session(local_snowflake.connection_parameters, session.session_id) == []
+
+
+@native_only
+def test_a_5x_release_without_the_cursor_steps_gets_no_native_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from snowflake.connector.cursor import SnowflakeCursor
+
+    from asyncsession._native import NativeCore
+
+    assert NativeCore.load() is not None
+    for cls in SnowflakeCursor.__mro__:
+        if "_prepare_query" in vars(cls):
+            monkeypatch.delattr(cls, "_prepare_query")
+    assert NativeCore.load() is None
+
+
+@native_only
+async def test_statements_needing_the_cursors_steps_are_prepared_as_it_would(
+    local_snowflake: LocalSnowflake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bindings, per-statement options and a bare DESC go through the cursor's own steps."""
+    async with await submitted_session(local_snowflake, monkeypatch) as session:
+        core = core_of(session).runner.native_core()
+        assert core is not None
+        assert not core.needs_preparing("select 1", None, None)
+        assert core.needs_preparing("select ?", [1], None)
+        assert core.needs_preparing("select 1", None, {"QUERY_TAG": "x"})
+        assert core.needs_preparing("desc t", None, None)
+        rows = await session.sql("select ?, ?", [1, "two"]).collect()
+        assert tuple(rows[0]) == (1, "two")
+        assert (await session.sql("select 3", query_tag="native-tag").collect())[0][0] == 3
+        assert any(q.get("query_tag") == "native-tag" for q in local_snowflake.queries())

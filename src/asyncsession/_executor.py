@@ -295,7 +295,14 @@ class QueryRunner:
             # In a task of its own: it goes on if the awaiter is cancelled, and the query
             # id it sets is what the abort then uses.
             try:
-                query.query_id = await core.submit(connection, sql_text, params, statement_params)
+                if core.needs_preparing(sql_text, params, statement_params):
+                    prepared = await run_blocking(
+                        lambda: core.prepare(connection, sql_text, params, statement_params),
+                        self._io,
+                    )
+                else:
+                    prepared = await core.new_statement(connection, sql_text)
+                query.query_id = await core.submit(prepared)
             except Error as e:
                 refusal = await run_blocking(
                     functools.partial(driver.session_refusal, connection, e), self._control

@@ -103,18 +103,26 @@ _CURSOR_STEPS = (
 class NativeCore:
     """The 5.x core's awaitable calls asyncsession makes on a (sync) connection's handle.
 
-    A submission is what ``cursor.execute_async`` does, with the core's async driver for
-    its one request; a result is what ``cursor.query_result`` loads, awaited: the core
-    waits for the query to end without a thread of ours, then a worker loads the reply
-    into a cursor (``load_result``: for a multi-statement reply, that is a request more).
+    A submission is what ``cursor.execute_async`` does: a worker prepares the statement
+    (``prepare``), then the core's async driver sends its one request (``submit``); a
+    result is what ``cursor.query_result`` loads, awaited: the core waits for the query
+    to end without a thread of ours, then a worker loads the reply into a cursor
+    (``load_result``: for a multi-statement reply, that is a request more).
     """
 
     def __init__(self) -> None:
-        from snowflake.connector._internal.api_client.client_api import async_core_driver
-        from snowflake.connector._internal.statement_utils import statement
+        from snowflake.connector._internal.api_client.client_api import (
+            async_core_driver,
+            core_driver,
+        )
+        from snowflake.connector.cursor import SnowflakeCursor
 
         self._core = async_core_driver
-        self._statement = statement
+        self._sync = core_driver
+        pattern = getattr(SnowflakeCursor, "_BARE_DESC_SQL_RE", None)
+        self._bare_desc: Callable[[str], bool] = (
+            (lambda sql: pattern.match(sql) is not None) if pattern is not None else bool
+        )
 
     @classmethod
     def load(cls) -> NativeCore | None:
@@ -128,32 +136,72 @@ class NativeCore:
         except ImportError:
             return None
 
-    async def submit(
+    def needs_preparing(
+        self, sql_text: str, params: Any, statement_params: dict[str, Any] | None
+    ) -> bool:
+        """Whether a statement needs the cursor's steps (``prepare``, in a worker), or is
+        sent as it is (``new_statement``, on the loop): no parameters, no per-statement
+        options, and not a bare ``DESC`` (which the cursor rewrites)."""
+        return params is not None or bool(statement_params) or self._bare_desc(sql_text)
+
+    async def new_statement(self, connection: Any, sql_text: str) -> tuple[Any, Any, object]:
+        """A statement handle for ``sql_text`` as it is, made with awaitable core calls."""
+        response = await self._core.statement_new(conn_handle=connection.conn_handle)
+        statement = response.stmt_handle
+        try:
+            await self._core.statement_set_query(statement, sql_text)
+        except BaseException:
+            await self._core.statement_release(stmt_handle=statement)
+            raise
+        return statement, None, None
+
+    def prepare(
         self,
         connection: Any,
         sql_text: str,
         params: Any,
         statement_params: dict[str, Any] | None,
-    ) -> str:
-        """Submit with ``asyncExec``; return the query id (one request, no thread)."""
+    ) -> tuple[Any, Any, object]:
+        """In a worker: a statement handle, its bindings and the bytes they point into
+        (kept alive until the request has gone), as ``cursor.execute_async``
+        makes them. Every public 5.x call here (``cursor()``, ``close()``) asks the core for
+        parameters, and a blocking core call gives up the GIL: on the event loop, getting
+        it back behind busy threads would stall the loop for milliseconds per call."""
         cursor = connection.cursor()
+        statement = None
         try:
             parameters = cursor._collect_statement_params(
                 skip_upload_on_content_match=False, statement_params=statement_params
             )
             query, binding_params = cursor._prepare_query(sql_text, params)
-            with self._statement(connection.conn_handle, query) as statement:
-                cursor._apply_statement_parameters(statement, parameters)
-                bindings = (
-                    cursor._build_query_bindings(binding_params, query)
-                    if binding_params is not None
-                    else None
-                )
-                response = await self._core.statement_execute_async(
-                    stmt_handle=statement, bindings=bindings
-                )
+            statement = self._sync.statement_new(conn_handle=connection.conn_handle).stmt_handle
+            self._sync.statement_set_query(statement, query)
+            cursor._apply_statement_parameters(statement, parameters)
+            bindings = (
+                cursor._build_query_bindings(binding_params, query)
+                if binding_params is not None
+                else None
+            )
+            # The bindings point into these bytes, which the cursor keeps until closed.
+            bound_bytes = getattr(cursor, "_binding_data", None)
+        except BaseException:
+            if statement is not None:
+                self._sync.statement_release(stmt_handle=statement)
+            raise
         finally:
             cursor.close()
+        return statement, bindings, bound_bytes
+
+    async def submit(self, prepared: tuple[Any, Any, object]) -> str:
+        """Submit a prepared statement with ``asyncExec``; return the query id (one request,
+        no thread). The statement is released after, whatever happens."""
+        statement, bindings, _bound_bytes = prepared
+        try:
+            response = await self._core.statement_execute_async(
+                stmt_handle=statement, bindings=bindings
+            )
+        finally:
+            await self._core.statement_release(stmt_handle=statement)
         query_id: str = response.query_id
         return query_id
 
