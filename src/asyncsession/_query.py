@@ -316,6 +316,10 @@ def _as_query(session: AsyncSession, item: QueryInput) -> SqlQuery:
     )
 
 
+#: ``collect_many`` lets the loop turn after starting this many tasks.
+SPAWNS_PER_TURN = 16
+
+
 async def collect_many(
     session: AsyncSession, queries: Sequence[QueryInput], *, limit: int | None = None
 ) -> list[list[Any]]:
@@ -334,6 +338,10 @@ async def collect_many(
         async with anyio.create_task_group() as tg:
             for index, query in enumerate(items):
                 tg.start_soon(one, index, query)
+                if index % SPAWNS_PER_TURN == SPAWNS_PER_TURN - 1:
+                    # Starting a thousand tasks in one go would hold the loop for tens
+                    # of milliseconds; the executor's turnstile admits 16 a turn anyway.
+                    await anyio.lowlevel.checkpoint()
     except BaseExceptionGroup as group:
         # anyio semantics, but hand back the failure itself when there is just one.
         if len(group.exceptions) == 1:
