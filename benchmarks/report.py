@@ -171,7 +171,14 @@ def _markdown(merged: dict[str, Any], images: list[str]) -> list[str]:
         runs, "loop_lag", ["peer", "p50 ms", "p99 ms", "max ms", "p99 / idle"], _loop_lag_rows
     )
 
-    L += ["## 5. Closing with running queries", ""]
+    L += [
+        "## 5. Closing with running queries",
+        "",
+        "`server shows 0 running` = when the server recorded the last of them stopped "
+        "(its `end_time`, as in section 3), or when the emulator first listed none of them "
+        "running, whichever is earlier.",
+        "",
+    ]
     L += per_generation(
         runs,
         "aclose",
