@@ -2,8 +2,8 @@
 
 snowflake-connector-python 5.x only (its Rust core, ``sf_core_python``). Runs against the
 local emulator (``asyncsession.testing.LocalSnowflake``); nothing here depends on
-asyncsession otherwise. The panics are printed by Rust on stderr and counted here by
-nothing: pipe stderr through ``grep -c 'panicked at'``.
+asyncsession otherwise. Rust prints the panics on stderr; count them with
+``grep -c 'panicked at'``.
 
     ASYNCSESSION_EMULATOR_PYTHON=/path/to/4.x/venv/bin/python PYTHONPATH=src \\
         .venv5/bin/python docs/upstream/repro_tracing_panic.py direct 2>&1 | grep -c 'panicked at'
