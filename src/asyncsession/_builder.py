@@ -214,7 +214,7 @@ async def _login(driver: Driver, kwargs: dict[str, Any], drain_seconds: float) -
         connection = driver.connect(dict(kwargs))
         with lock:
             if abandoned:
-                _close_quietly(connection)
+                _close_quietly(driver, connection)
             else:
                 made.append(connection)
         return connection
@@ -227,15 +227,17 @@ async def _login(driver: Driver, kwargs: dict[str, Any], drain_seconds: float) -
             abandoned = True
         with anyio.CancelScope(shield=True):
             if made:  # logged in just as we were cancelled
-                await run_blocking(lambda: _close_quietly(made[0]), anyio.CapacityLimiter(1))
+                await run_blocking(
+                    lambda: _close_quietly(driver, made[0]), anyio.CapacityLimiter(1)
+                )
             else:  # the thread logs out what it gets; give it a moment to finish
                 with anyio.move_on_after(drain_seconds):
                     await call.wait_finished()
         raise
 
 
-def _close_quietly(connection: Any) -> None:
+def _close_quietly(driver: Driver, connection: Any) -> None:
     try:
-        connection.close()
+        driver.logout(connection)
     except Exception as e:
         logger.warning("closing a connection after a cancelled login failed: %s", e)

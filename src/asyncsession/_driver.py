@@ -321,21 +321,51 @@ _SYNC_REQUEST = r"Executing sync query request_id=([0-9a-fA-F-]{36})"
 
 
 class _RequestIdCapture(logging.Filter):
-    """Records the request id the 5.x core logs, per thread, and hides what we made visible."""
+    """Records the request id the 5.x core logs, per thread, and hides what we made visible.
+
+    The core emits its request-id line only when INFO is enabled on its logger, so we
+    enable it, but only while a one-round-trip query waits for that line: each record the
+    core delivers to Python runs Python code inside the core's tracing dispatch, and a
+    garbage collection started there may run a finalizer that calls the core again, which
+    panics (docs/upstream/5x-tracing-panic.md). Forced for good, every INFO record of every
+    connection went through that; now one record per one-round-trip query does.
+    """
 
     def __init__(self, core: logging.Logger) -> None:
         super().__init__()
         self.core = core
-        self.forced_level: int | None = None
+        self.forced_level: int | None = None  # INFO while we force it
+        self.saved_level = logging.NOTSET  # the core logger's own level before that
         self.waiting: dict[int, QueryHandle] = {}
         self.lock = threading.Lock()
 
     def _intended_level(self) -> int:
-        # While the level is the one we forced, the user's is what they would inherit.
+        # While the level is the one we forced, the user's is the one it had before.
         if self.forced_level is not None and self.core.level == self.forced_level:
+            if self.saved_level != logging.NOTSET:
+                return self.saved_level
             parent = self.core.parent
             return parent.getEffectiveLevel() if parent is not None else logging.WARNING
         return self.core.getEffectiveLevel()
+
+    def begin(self, ident: int, handle: QueryHandle) -> None:
+        """Thread ``ident`` starts a one-round-trip query: its request id line must show."""
+        with self.lock:
+            self.waiting[ident] = handle
+            if self.forced_level is None and self.core.getEffectiveLevel() > logging.INFO:
+                self.saved_level = self.core.level
+                self.forced_level = logging.INFO
+                self.core.setLevel(logging.INFO)
+
+    def end(self, ident: int) -> None:
+        """Thread ``ident`` got its request id, or its query ended without one."""
+        with self.lock:
+            if self.waiting.pop(ident, None) is None or self.waiting:
+                return
+            if self.forced_level is not None:
+                if self.core.level == self.forced_level:  # else the user set one meanwhile
+                    self.core.setLevel(self.saved_level)
+                self.forced_level = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO and record.thread is not None:
@@ -344,6 +374,7 @@ class _RequestIdCapture(logging.Filter):
             if handle is not None and (m := re.search(_SYNC_REQUEST, record.getMessage())):
                 handle.request_id = m[1]
                 handle.request_id_known.set()
+                self.end(record.thread)
         return record.levelno >= self._intended_level()
 
 
@@ -367,11 +398,14 @@ class Connector5(_Common):
             core = logging.getLogger(_CORE_LOGGER)
             capture = _RequestIdCapture(core)
             core.addFilter(capture)
-            if core.getEffectiveLevel() > logging.INFO:
-                # The core emits its request-id line only when INFO is enabled.
-                core.setLevel(logging.INFO)
-                capture.forced_level = logging.INFO
             cls._capture = capture
+
+    def logout(self, connection: Any) -> None:
+        connection.close()
+        # Closed, its __del__ would still call the core (is_closed()) wherever the garbage
+        # collector frees it, even inside the core's log callback, where a call into the
+        # core panics (docs/upstream/5x-tracing-panic.md). Nothing is left to clean up.
+        connection.auto_cleanup = False
 
     def connect(self, kwargs: dict[str, Any]) -> Any:
         # Without an explicit value 5.x warns on every connect; we always log out on close,
@@ -389,13 +423,11 @@ class Connector5(_Common):
         capture = self._capture
         assert capture is not None
         ident = threading.get_ident()
-        with capture.lock:
-            capture.waiting[ident] = handle
+        capture.begin(ident, handle)
         try:
             cursor.execute(handle.sql_text, params, _statement_params=statement_params or None)
         finally:
-            with capture.lock:
-                capture.waiting.pop(ident, None)
+            capture.end(ident)
             handle.request_id_known.set()
         handle.query_id = cursor.sfqid
 
