@@ -479,3 +479,89 @@ async def test_requests_beyond_the_connections_wait_for_one() -> None:
         assert http.opened == 3
         assert http.answered == 12
         await http.aclose()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Any) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+async def test_https_verifies_with_the_ca_bundle_requests_would_use(
+    tls_files: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from anyio.streams.tls import TLSListener
+
+    cert_file, key_file = tls_files
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_file, key_file)
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    try:
+                        data += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        return
+                _, _, data = data.partition(b"\r\n\r\n")
+                await stream.send(_response(b'{"tls": true}', "Content-Length: 13"))
+
+    listener = TLSListener(
+        await anyio.create_tcp_listener(local_host="127.0.0.1"),
+        server_context,
+        standard_compatible=False,
+    )
+    port = listener.listener.extra(anyio.abc.SocketAttribute.local_port)
+    target = Target("https", "127.0.0.1", port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle, tg)
+        http = LoopHttp()
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with pytest.raises(Unavailable):  # not in certifi's bundle: refused
+            await http.get(target, "/", [], 5)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert_file)
+        for _ in range(2):
+            assert (await http.get(target, "/", [], 5)).json() == {"tls": True}
+        assert http.opened == 1  # kept alive (the refused one never opened)
+        await http.aclose()
+        tg.cancel_scope.cancel()
