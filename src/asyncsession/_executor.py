@@ -157,9 +157,10 @@ class QueryRunner:
     async def close_http(self) -> None:
         """Close the loop's connections (the session is closing); later requests use
         the connector's calls."""
-        if self.http is None:
-            self.http = LoopHttp()
-        await self.http.aclose()
+        if self.http is None and self._rest is not None:
+            self.http = LoopHttp()  # closed at once: none is made after the session closed
+        if self.http is not None:
+            await self.http.aclose()
 
     def check_open(self, operation: str) -> None:
         """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
