@@ -47,6 +47,11 @@ from ._native import NativeCore
 
 logger = logging.getLogger("asyncsession")
 
+#: The 4.x cursor's steps ``Connector4.load_result`` takes after its own request.
+_RESULT_STEPS = ("_is_inline_chunk_incomplete", "_refetch", "_init_result_and_meta")
+#: A query still running (sync) / submitted (async): the connector's ping-pong business.
+_IN_PROGRESS_CODES = frozenset({333333, 333334})
+
 #: How long the connector may retry posting one abort before giving up.
 ABORT_RETRY_SECONDS = 30
 
@@ -278,15 +283,73 @@ class Connector4(_Common):
         # get_query_status() reads a refused request (no "queries" in its reply: the
         # session is gone) as FAILED_WITH_ERROR; the raw reply has the server's code.
         status, reply = connection._get_query_status(query_id)
-        if "queries" not in (reply.get("data") or {}):
-            code = _int_or_none(reply.get("code"))
-            if code in SESSION_GONE_ERRNOS:
-                raise DatabaseError(
-                    msg=str(reply.get("message") or "session gone"),
-                    errno=code,
-                    sqlstate=(reply.get("data") or {}).get("sqlState"),
-                )
+        refusal = status_refusal(reply)
+        if refusal is not None:
+            raise refusal
         return str(status.name), bool(connection.is_still_running(status))
+
+    @staticmethod
+    def loop_rest() -> bool:
+        """Whether status and result replies fetched elsewhere (``_http``, on the event
+        loop) can be read as this release's connector reads its own."""
+        return _has_result_steps()
+
+    @staticmethod
+    def read_status_reply(connection: Any, reply: Any) -> tuple[str, bool] | None:
+        """A monitoring reply as ``_get_query_status`` reads it: (status name, still
+        running); ``None`` for one the connector's own call must handle (a refusal, whose
+        session token it renews or whose error it raises; anything unexpected)."""
+        from snowflake.connector.constants import QueryStatus
+
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("queries"), list):
+            return None
+        queries = data["queries"]
+        name = queries[0].get("status") if queries and isinstance(queries[0], dict) else "NO_DATA"
+        if not isinstance(name, str):
+            return None
+        try:
+            status = QueryStatus[name]
+        except KeyError:
+            return None  # the connector raises KeyError: its call does so again
+        return str(status.name), bool(connection.is_still_running(status))
+
+    @staticmethod
+    def reply_needs_connector(reply: Any) -> bool:
+        """Whether a result reply is the connector's to handle (a session token to renew,
+        a session gone, a query still running, or not the shape it expects)."""
+        if not isinstance(reply, dict) or ("data" in reply and not isinstance(reply["data"], dict)):
+            return True
+        code = _int_or_none(reply.get("code"))
+        return code in SESSION_GONE_ERRNOS or code in _IN_PROGRESS_CODES
+
+    @staticmethod
+    def load_result(cursor: Any, ret: dict[str, Any]) -> None:
+        """In a worker: load ``GET /queries/{qid}/result``'s reply into ``cursor``, as 4.x's
+        ``cursor.query_result`` does after its request (the same steps, the same error)."""
+        cursor._sfqid = (
+            ret["data"]["queryId"] if "data" in ret and "queryId" in ret["data"] else None
+        )
+        cursor._sqlstate = (
+            ret["data"]["sqlState"] if "data" in ret and "sqlState" in ret["data"] else None
+        )
+        if ret.get("success"):
+            data = ret.get("data")
+            if cursor._is_inline_chunk_incomplete(data):
+                data = cursor._refetch(data)
+            cursor._init_result_and_meta(data)
+        else:
+            err = ret["message"]
+            code = ret.get("code", -1)
+            if "data" in ret:
+                err += ret["data"].get("errorMessage", "")
+            errvalue = {
+                "msg": err,
+                "errno": int(code),
+                "sqlstate": cursor._sqlstate,
+                "sfqid": cursor._sfqid,
+            }
+            Error.errorhandler_wrapper(cursor.connection, cursor, ProgrammingError, errvalue)
 
     def abort(self, connection: Any, handle: QueryHandle) -> None:
         if handle.query_id is not None:
@@ -298,6 +361,26 @@ class Connector4(_Common):
             url = "/queries/v1/abort-request?" + urlencode({"requestId": str(uuid.uuid4())})
             body = {"sqlText": handle.sql_text, "requestId": handle.request_id}
             connection.rest.request(url, body, timeout=ABORT_RETRY_SECONDS)
+
+
+@functools.cache
+def _has_result_steps() -> bool:
+    from snowflake.connector.cursor import SnowflakeCursor
+
+    return all(hasattr(SnowflakeCursor, step) for step in _RESULT_STEPS)
+
+
+def status_refusal(reply: Any) -> DatabaseError | None:
+    """The server's refusal of the session in a 4.x status reply (no "queries" in it)."""
+    data = reply.get("data") or {}
+    if "queries" in data:
+        return None
+    code = _int_or_none(reply.get("code"))
+    if code not in SESSION_GONE_ERRNOS:
+        return None
+    return DatabaseError(
+        msg=str(reply.get("message") or "session gone"), errno=code, sqlstate=data.get("sqlState")
+    )
 
 
 def _forget_platform_detection() -> None:

@@ -10,9 +10,17 @@ status poller (``_poller``). A query takes one of two paths:
 - **submitted** (beyond that): ``execute_async`` (one short round trip; the query id comes
   back at once), then waited for by the session's status poller on the event loop, then
   the result fetched in a thread (``GET /queries/{qid}/result``). Holds a thread only for
+<<<<<<< HEAD
   those round trips; aborted by query id. On 5.x under asyncio the submission and the
   wait for the result are the connector core's own awaitables (``_native``), which hold
   no thread at all; a worker only loads the reply into a cursor.
+=======
+  those round trips; aborted by query id. On 4.x the status requests and the result
+  fetch go on the event loop instead (``_http``, keep-alive connections of the session)
+  and only loading the reply into a cursor takes a thread, unless the connector's own
+  call is needed (then it is made, in a thread, as before); on 5.x under asyncio the
+  connector's native core (``_native``) does it all without a thread.
+>>>>>>> http4
 
 So a session holds at most ``sync_slots + io_threads`` worker threads for its queries
 however many are in flight (plus control threads while aborting or logging out).
@@ -21,14 +29,16 @@ however many are in flight (plus control threads while aborting or logging out).
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 from snowflake.connector.errors import Error
 
-from ._driver import Driver
+from ._driver import Connector4, Driver
 from ._errors import QueryCancelledError, SessionClosedError, TransactionError
+from ._http import JSON, SNOWFLAKE_JSON, LoopHttp, Reply, Unavailable, quoted, rest_request
 from ._native import NativeCall, NativeCore, asyncio_running
 from ._poller import DEFAULT_POLL_RATE, StatusPoller, Wake
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
@@ -62,6 +72,10 @@ CONTROL_THREADS = 32
 #: On 5.x under asyncio, submitted queries, their results and status requests go through
 #: the connector's native core (``_native``) and hold no thread while they wait.
 DEFAULT_NATIVE = True
+#: On 4.x, submitted queries' status requests and result fetches are sent on the event
+#: loop (``_http``: no thread held while they are out), unless the connector's own call
+#: is needed (a proxy, OCSP, a token to renew, ...: then it is made, in a thread).
+DEFAULT_LOOP_HTTP = True
 
 
 class QueryRunner:
@@ -83,6 +97,7 @@ class QueryRunner:
         io_threads: int | None = None,
         poll_rate: float = DEFAULT_POLL_RATE,
         native: bool | None = None,
+        loop_http: bool | None = None,
     ) -> None:
         self._connection = connection
         self.driver = driver
@@ -97,6 +112,11 @@ class QueryRunner:
         self.sync_slots = DEFAULT_SYNC_SLOTS if sync_slots is None else sync_slots
         #: Whether to use the driver's native core where it has one and the loop is asyncio.
         self.native = DEFAULT_NATIVE if native is None else native
+        #: Whether 4.x's status requests and result fetches go on the loop (``_http``).
+        self.loop_http = DEFAULT_LOOP_HTTP if loop_http is None else loop_http
+        self._rest = driver if isinstance(driver, Connector4) else None
+        #: The session's keep-alive connections for them (made on first use).
+        self.http: LoopHttp | None = None
         self._sync_in_flight = 0
         self._admission = anyio.CapacityLimiter(max_concurrent_queries)
         self._sync_threads = anyio.CapacityLimiter(max(1, self.sync_slots))
@@ -130,6 +150,23 @@ class QueryRunner:
         """The 5.x core's awaitable calls, if this session uses them on this event loop."""
         core = self.driver.native if self.native else None
         return core if core is not None and asyncio_running() else None
+
+    def loop_rest(self) -> tuple[Connector4, LoopHttp] | None:
+        """The 4.x driver and the session's connections, if requests go on the loop."""
+        rest = self._rest
+        if not self.loop_http or rest is None or not rest.loop_rest():
+            return None
+        if self.http is None:
+            self.http = LoopHttp()
+        return rest, self.http
+
+    async def close_http(self) -> None:
+        """Close the loop's connections (the session is closing); later requests use
+        the connector's calls."""
+        if self.http is None and self._rest is not None:
+            self.http = LoopHttp()  # closed at once: none is made after the session closed
+        if self.http is not None:
+            await self.http.aclose()
 
     def check_open(self, operation: str) -> None:
         """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
@@ -330,14 +367,15 @@ class QueryRunner:
         operation: str,
     ) -> T:
         await self.wait(query, operation)
-        driver, connection = self.driver, self._connection()
+        connection = self._connection()
         query_id = query.query_id
         assert query_id is not None
+        reply = await self._fetch_on_loop(query, connection, query_id)
 
         def fetch() -> T:
             return _on_cursor(
                 connection,
-                lambda cursor: driver.fetch_result(cursor, query_id),
+                lambda cursor: self._load_result(cursor, query_id, reply),
                 consume,
                 keep_cursor,
             )
@@ -348,6 +386,57 @@ class QueryRunner:
             raise
         except Error as e:
             raise self.translate(query, e, operation) from e
+
+    async def _fetch_on_loop(
+        self, query: RunningQuery, connection: Any, query_id: str
+    ) -> Reply | None:
+        """4.x: the result reply fetched on the loop, or ``None`` (a thread fetches it).
+
+        Awaited as ``wait`` awaits the poller: an aborter waits for it to end (the result
+        or the 604 then comes, as from a fetch in a thread), a release ends it at once,
+        and a cancelled awaiter aborts the query.
+        """
+        if self.loop_rest() is None:
+            return None
+        query.awaited = True
+        try:
+            with anyio.CancelScope() as query.release:
+                return await self._loop_result(connection, query_id)
+            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
+        except anyio.get_cancelled_exc_class():
+            await self.registry.abort(query, "cancelled", by_awaiter=True)
+            raise
+        finally:
+            query.awaited = False
+
+    async def _loop_result(self, connection: Any, query_id: str) -> Reply | None:
+        """``GET /queries/{qid}/result`` on the loop; ``None`` if the connector must send it."""
+        loop = self.loop_rest()
+        if loop is None:
+            return None
+        try:
+            target, path, headers, timeout = rest_request(
+                connection, f"/queries/{query_id}/result", accept=SNOWFLAKE_JSON
+            )
+            return await loop[1].get(target, path, headers, timeout)
+        except Unavailable:
+            return None
+
+    def _load_result(self, cursor: Any, query_id: str, reply: Reply | None) -> None:
+        """In a worker: load a reply fetched on the loop into ``cursor``, or fetch it with
+        the connector's call if there is none or it is the connector's to handle."""
+        rest = self._rest
+        if reply is not None and rest is not None:
+            try:
+                ret = reply.json()
+            except Unavailable:
+                ret = None
+            if ret is not None and not rest.reply_needs_connector(ret):
+                rest.load_result(cursor, ret)
+                return
+            if self.http is not None:
+                self.http.handed_back += 1
+        self.driver.fetch_result(cursor, query_id)
 
     async def _await_native(
         self,
@@ -517,16 +606,18 @@ class QueryRunner:
 
     async def fetch(self, query_id: str, consume: Callable[[Any], T]) -> T:
         """Fetch an ended query's result into a cursor and ``consume`` it, in a thread."""
-        driver, connection, core = self.driver, self._connection(), self.native_core()
+        connection, core = self._connection(), self.native_core()
         reply: Any = None
         if core is not None:  # the request holds no thread
             reply = await core.result(connection, query_id)
+        else:  # on 4.x, nor does it on the loop (None: the connector's call in the thread)
+            reply = await self._loop_result(connection, query_id)
 
         def fetch() -> T:
             cursor = connection.cursor()
             try:
                 if core is None:
-                    driver.fetch_result(cursor, query_id)
+                    self._load_result(cursor, query_id, reply)
                 else:
                     core.load_result(cursor, reply)
                 return consume(cursor)
@@ -539,6 +630,9 @@ class QueryRunner:
     async def _status(self, query_id: str) -> tuple[str, bool]:
         connection, core = self._connection(), self.native_core()
         if core is None:
+            seen = await self._loop_status(connection, query_id)
+            if seen is not None:
+                return seen
             return await run_blocking(
                 lambda: self.driver.query_status(connection, query_id), self._io
             )
@@ -551,6 +645,29 @@ class QueryRunner:
             if refusal is None:
                 raise
             raise refusal from e
+
+    async def _loop_status(self, connection: Any, query_id: str) -> tuple[str, bool] | None:
+        """4.x: one status request on the loop; ``None`` if the connector must send it (in
+        a thread: a refusal, whose token it renews or whose error it raises, and the rest)."""
+        loop = self.loop_rest()
+        if loop is None:
+            return None
+        rest, http = loop
+        try:
+            uuid.UUID(query_id)  # else the connector's ValueError, from its own call
+        except ValueError:
+            return None
+        try:
+            target, path, headers, timeout = rest_request(
+                connection, "/monitoring/queries/" + quoted(query_id), accept=JSON
+            )
+            reply = await http.get(target, path, headers, timeout)
+            seen = rest.read_status_reply(connection, reply.json())
+        except Unavailable:
+            return None
+        if seen is None:
+            http.handed_back += 1
+        return seen
 
     async def in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""

@@ -16,7 +16,8 @@ status request of a session goes through its ``StatusPoller``:
   ``QueryCancelledError`` at once, without a status request or a result fetch.
 
 Waiting holds no thread: a waiter sleeps on the event loop; a status request holds a
-worker thread for its round trip only.
+worker thread for its round trip only (none on 4.x, where it is sent on the loop,
+``_http``, unless the connector's own call is needed).
 """
 
 from __future__ import annotations

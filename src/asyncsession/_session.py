@@ -275,6 +275,7 @@ class AsyncSession(ClosesOnExit):
             try:
                 await self._runner.abort_all("aclose()")
                 await self._logout()
+                await self._runner.close_http()
                 for callback in self._on_close:
                     await callback()
             finally:

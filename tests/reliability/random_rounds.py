@@ -33,16 +33,19 @@ def vary_executor_paths(session: AsyncSession, rng: random.Random) -> str:
     Every path gets rounds: with no one-round-trip slots every awaited query is submitted
     and waited for by the poller; with one start per loop turn, all but the first of a
     round's queries wait their turn in the turnstile; without the native core (5.x under
-    asyncio) submitted queries take the thread path. The other choice is the default as
+    asyncio) submitted queries take the thread path; on 4.x, status requests and result
+    fetches go on the loop or in threads. The other choice is the default as
     the test configured it (read now: the ``query_path`` fixture patches it).
     """
     runner = core_of(session).runner
     runner.sync_slots = rng.choice((0, _executor.DEFAULT_SYNC_SLOTS))
     runner.turnstile.per_turn = rng.choice((1, _turnstile.DEFAULT_PER_TURN))
     runner.native = rng.choice((False, _executor.DEFAULT_NATIVE))
+    # 4.x: status requests and result fetches on the loop (``_http``) or in threads.
+    runner.loop_http = rng.choice((False, _executor.DEFAULT_LOOP_HTTP))
     return (
         f"slots={runner.sync_slots} per_turn={runner.turnstile.per_turn} "
-        f"native={runner.native_core() is not None}"
+        f"native={runner.native_core() is not None} loop_http={runner.loop_http}"
     )
 
 
