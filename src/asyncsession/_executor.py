@@ -10,17 +10,12 @@ status poller (``_poller``). A query takes one of two paths:
 - **submitted** (beyond that): ``execute_async`` (one short round trip; the query id comes
   back at once), then waited for by the session's status poller on the event loop, then
   the result fetched in a thread (``GET /queries/{qid}/result``). Holds a thread only for
-<<<<<<< HEAD
-  those round trips; aborted by query id. On 5.x under asyncio the submission and the
-  wait for the result are the connector core's own awaitables (``_native``), which hold
-  no thread at all; a worker only loads the reply into a cursor.
-=======
   those round trips; aborted by query id. On 4.x the status requests and the result
   fetch go on the event loop instead (``_http``, keep-alive connections of the session)
   and only loading the reply into a cursor takes a thread, unless the connector's own
-  call is needed (then it is made, in a thread, as before); on 5.x under asyncio the
-  connector's native core (``_native``) does it all without a thread.
->>>>>>> http4
+  call is needed (then it is made, in a thread, as before). On 5.x under asyncio the
+  submission and the wait for the result are the connector core's own awaitables
+  (``_native``), which hold no thread at all; a worker only loads the reply into a cursor.
 
 So a session holds at most ``sync_slots + io_threads`` worker threads for its queries
 however many are in flight (plus control threads while aborting or logging out).
