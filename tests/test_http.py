@@ -82,9 +82,10 @@ async def test_the_switch_keeps_everything_on_the_connectors_calls(
 
 @four_only
 async def test_an_expired_token_is_renewed_by_the_connectors_own_call(
-    shared_emulator: LocalSnowflake,
+    emulator: LocalSnowflake,
 ) -> None:
-    sf = shared_emulator
+    # A server of its own: expire_tokens() expires every session's token.
+    sf = emulator
     async with await submitted(sf) as session:
         assert (await session.sql("select 1").collect())[0][0] == 1
         http = loop_http(session)

@@ -33,7 +33,6 @@ from snowflake.connector.errors import Error
 
 from ._driver import Connector4, Driver
 from ._errors import QueryCancelledError, SessionClosedError, TransactionError
-from ._http import JSON, SNOWFLAKE_JSON, LoopHttp, Reply, Unavailable, quoted, rest_request
 from ._native import NativeCall, NativeCore, asyncio_running
 from ._poller import DEFAULT_POLL_RATE, StatusPoller, Wake
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
@@ -43,6 +42,7 @@ from ._transaction import TransactionGate
 from ._turnstile import Pass, Turnstile
 
 if TYPE_CHECKING:
+    from ._http import LoopHttp, Reply
     from ._statement_options import StatementOptions
 
 T = TypeVar("T")
@@ -152,6 +152,8 @@ class QueryRunner:
         if not self.loop_http or rest is None or not rest.loop_rest():
             return None
         if self.http is None:
+            from ._http import LoopHttp  # imported on first use: ssl, gzip, anyio streams
+
             self.http = LoopHttp()
         return rest, self.http
 
@@ -159,6 +161,8 @@ class QueryRunner:
         """Close the loop's connections (the session is closing); later requests use
         the connector's calls."""
         if self.http is None and self._rest is not None:
+            from ._http import LoopHttp
+
             self.http = LoopHttp()  # closed at once: none is made after the session closed
         if self.http is not None:
             await self.http.aclose()
@@ -409,6 +413,8 @@ class QueryRunner:
         loop = self.loop_rest()
         if loop is None:
             return None
+        from ._http import SNOWFLAKE_JSON, Unavailable, rest_request
+
         try:
             target, path, headers, timeout = rest_request(
                 connection, f"/queries/{query_id}/result", accept=SNOWFLAKE_JSON
@@ -422,6 +428,8 @@ class QueryRunner:
         the connector's call if there is none or it is the connector's to handle."""
         rest = self._rest
         if reply is not None and rest is not None:
+            from ._http import Unavailable
+
             try:
                 ret = reply.json()
             except Unavailable:
@@ -648,6 +656,8 @@ class QueryRunner:
         if loop is None:
             return None
         rest, http = loop
+        from ._http import JSON, Unavailable, quoted, rest_request
+
         try:
             uuid.UUID(query_id)  # else the connector's ValueError, from its own call
         except ValueError:

@@ -230,3 +230,14 @@ def test_a_blackholed_login_counts_as_failed(emulator: LocalSnowflake) -> None:
     finally:
         emulator.clear_faults()
     assert emulator.counters()["failed_logins"] == {"SOMEONE": 1}
+
+
+def test_sessions_whose_tokens_were_expired_are_still_listed() -> None:
+    """``expire_tokens()`` dates the tokens at -inf: the admin listing (JSON) must not fail."""
+    with LocalSnowflake() as sf:
+        conn = connect(sf.connection_parameters)
+        try:
+            sf.expire_tokens()
+            assert sf.session(conn.session_id)["token_age"] is None
+        finally:
+            conn.close()

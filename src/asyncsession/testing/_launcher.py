@@ -301,7 +301,8 @@ class LocalSnowflake:
 
     def sessions(self) -> list[dict[str, Any]]:
         """The live sessions: ``session_id``, ``user``, ``parameters``, ``transaction_id``
-        (the open transaction, or None), ``idle`` and ``token_age`` (seconds),
+        (the open transaction, or None), ``idle`` and ``token_age`` (seconds; None once
+        ``expire_tokens()`` expired it),
         ``master_expired``, ``heartbeats`` and ``renewals``."""
         result: list[dict[str, Any]] = self._admin("GET", "/_emulator/sessions")["sessions"]
         return result

@@ -183,7 +183,8 @@ class Session:
             "user": self.user,
             "parameters": self.parameters,
             "transaction_id": None if txn is None else txn.transaction_id,
-            "token_age": now - self.token_issued,
+            # Expired by expire_tokens() (issued at -inf): JSON has no infinity.
+            "token_age": now - self.token_issued if math.isfinite(self.token_issued) else None,
             "idle": now - self.last_active,
             "master_expired": self.master_expired,
             "heartbeats": self.heartbeats,
