@@ -16,6 +16,12 @@ id does) or submitted with ``asyncExec`` (query id at once, aborted by it):
   status through the core's own awaitables instead.
 
 Everything else here is blocking and runs in worker threads (see ``_threads``).
+
+Over 600 lines for one concern, the connector calls behind ``Driver``: the protocol, the
+two generations' implementations and the 5.x request-id capture each need the others
+to be read (what one generation does differently is the point). The 5.x awaitable calls
+are in ``_native`` and 4.x's loop-side requests in ``_loop_rest``/``_http``; the next
+piece to move out is the 5.x request-id capture (``_RequestIdCapture``).
 """
 
 from __future__ import annotations

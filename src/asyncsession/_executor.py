@@ -19,12 +19,18 @@ status poller (``_poller``). A query takes one of two paths:
 
 So a session holds at most ``sync_slots + io_threads`` worker threads for its queries
 however many are in flight (plus control threads while aborting or logging out).
+
+Over 600 lines for one concern, how a session's queries run: the paths share their
+rules (admission, the transaction gate, the turnstile, a pool lease's retry, abort on
+cancellation through the registry), and each path's transport is elsewhere: the 5.x
+core's calls in ``_native``, 4.x's loop-side requests in ``_loop_rest``, status pacing in
+``_poller``, threads in ``_threads``. The next piece to move out is the jobs' part
+(``submit_job`` .. ``fetch``).
 """
 
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -33,6 +39,7 @@ from snowflake.connector.errors import Error
 
 from ._driver import Connector4, Driver
 from ._errors import QueryCancelledError, SessionClosedError, TransactionError
+from ._loop_rest import LoopRest
 from ._native import NativeCall, NativeCore, asyncio_running
 from ._poller import DEFAULT_POLL_RATE, StatusPoller, Wake
 from ._registry import QueryRegistry, RunningQueries, RunningQuery
@@ -109,9 +116,7 @@ class QueryRunner:
         self.native = DEFAULT_NATIVE if native is None else native
         #: Whether 4.x's status requests and result fetches go on the loop (``_http``).
         self.loop_http = DEFAULT_LOOP_HTTP if loop_http is None else loop_http
-        self._rest = driver if isinstance(driver, Connector4) else None
-        #: The session's keep-alive connections for them (made on first use).
-        self.http: LoopHttp | None = None
+        self._loop_rest = LoopRest(driver) if isinstance(driver, Connector4) else None
         self._sync_in_flight = 0
         self._admission = anyio.CapacityLimiter(max_concurrent_queries)
         self._sync_threads = anyio.CapacityLimiter(max(1, self.sync_slots))
@@ -146,26 +151,21 @@ class QueryRunner:
         core = self.driver.native if self.native else None
         return core if core is not None and asyncio_running() else None
 
-    def loop_rest(self) -> tuple[Connector4, LoopHttp] | None:
-        """The 4.x driver and the session's connections, if requests go on the loop."""
-        rest = self._rest
-        if not self.loop_http or rest is None or not rest.loop_rest():
-            return None
-        if self.http is None:
-            from ._http import LoopHttp  # imported on first use: ssl, gzip, anyio streams
+    def loop_rest(self) -> LoopRest | None:
+        """4.x's requests on the loop (``_loop_rest``), if this session sends them there."""
+        rest = self._loop_rest
+        return rest if self.loop_http and rest is not None and rest.available() else None
 
-            self.http = LoopHttp()
-        return rest, self.http
+    @property
+    def http(self) -> LoopHttp | None:
+        """The session's keep-alive connections for them, once made."""
+        return None if self._loop_rest is None else self._loop_rest.http
 
     async def close_http(self) -> None:
         """Close the loop's connections (the session is closing); later requests use
         the connector's calls."""
-        if self.http is None and self._rest is not None:
-            from ._http import LoopHttp
-
-            self.http = LoopHttp()  # closed at once: none is made after the session closed
-        if self.http is not None:
-            await self.http.aclose()
+        if self._loop_rest is not None:
+            await self._loop_rest.aclose()
 
     def check_open(self, operation: str) -> None:
         """SessionClosedError (or the session's SessionExpiredError) for ``operation``."""
@@ -395,12 +395,13 @@ class QueryRunner:
         or the 604 then comes, as from a fetch in a thread), a release ends it at once,
         and a cancelled awaiter aborts the query.
         """
-        if self.loop_rest() is None:
+        rest = self.loop_rest()
+        if rest is None:
             return None
         query.awaited = True
         try:
             with anyio.CancelScope() as query.release:
-                return await self._loop_result(connection, query_id)
+                return await rest.result(connection, query_id)
             raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
         except anyio.get_cancelled_exc_class():
             await self.registry.abort(query, "cancelled", by_awaiter=True)
@@ -408,38 +409,12 @@ class QueryRunner:
         finally:
             query.awaited = False
 
-    async def _loop_result(self, connection: Any, query_id: str) -> Reply | None:
-        """``GET /queries/{qid}/result`` on the loop; ``None`` if the connector must send it."""
-        loop = self.loop_rest()
-        if loop is None:
-            return None
-        from ._http import SNOWFLAKE_JSON, Unavailable, rest_request
-
-        try:
-            target, path, headers, timeout = rest_request(
-                connection, f"/queries/{query_id}/result", accept=SNOWFLAKE_JSON
-            )
-            return await loop[1].get(target, path, headers, timeout)
-        except Unavailable:
-            return None
-
     def _load_result(self, cursor: Any, query_id: str, reply: Reply | None) -> None:
-        """In a worker: load a reply fetched on the loop into ``cursor``, or fetch it with
-        the connector's call if there is none or it is the connector's to handle."""
-        rest = self._rest
-        if reply is not None and rest is not None:
-            from ._http import Unavailable
-
-            try:
-                ret = reply.json()
-            except Unavailable:
-                ret = None
-            if ret is not None and not rest.reply_needs_connector(ret):
-                rest.load_result(cursor, ret)
-                return
-            if self.http is not None:
-                self.http.handed_back += 1
-        self.driver.fetch_result(cursor, query_id)
+        """In a worker: a reply fetched on the loop loaded, else the connector's fetch."""
+        if self._loop_rest is not None:
+            self._loop_rest.load_result(cursor, query_id, reply)
+        else:
+            self.driver.fetch_result(cursor, query_id)
 
     async def _await_native(
         self,
@@ -614,7 +589,8 @@ class QueryRunner:
         if core is not None:  # the request holds no thread
             reply = await core.result(connection, query_id)
         else:  # on 4.x, nor does it on the loop (None: the connector's call in the thread)
-            reply = await self._loop_result(connection, query_id)
+            rest = self.loop_rest()
+            reply = None if rest is None else await rest.result(connection, query_id)
 
         def fetch() -> T:
             cursor = connection.cursor()
@@ -633,7 +609,8 @@ class QueryRunner:
     async def _status(self, query_id: str) -> tuple[str, bool]:
         connection, core = self._connection(), self.native_core()
         if core is None:
-            seen = await self._loop_status(connection, query_id)
+            rest = self.loop_rest()
+            seen = None if rest is None else await rest.status(connection, query_id)
             if seen is not None:
                 return seen
             return await run_blocking(
@@ -648,31 +625,6 @@ class QueryRunner:
             if refusal is None:
                 raise
             raise refusal from e
-
-    async def _loop_status(self, connection: Any, query_id: str) -> tuple[str, bool] | None:
-        """4.x: one status request on the loop; ``None`` if the connector must send it (in
-        a thread: a refusal, whose token it renews or whose error it raises, and the rest)."""
-        loop = self.loop_rest()
-        if loop is None:
-            return None
-        rest, http = loop
-        from ._http import JSON, Unavailable, quoted, rest_request
-
-        try:
-            uuid.UUID(query_id)  # else the connector's ValueError, from its own call
-        except ValueError:
-            return None
-        try:
-            target, path, headers, timeout = rest_request(
-                connection, "/monitoring/queries/" + quoted(query_id), accept=JSON
-            )
-            reply = await http.get(target, path, headers, timeout)
-            seen = rest.read_status_reply(connection, reply.json())
-        except Unavailable:
-            return None
-        if seen is None:
-            http.handed_back += 1
-        return seen
 
     async def in_thread(self, fn: Callable[[], T]) -> T:
         """A short blocking call that is not a query (fetching a stream's next batch)."""

@@ -4,7 +4,7 @@ The server runs in its own process (its own Python, if need be: fakesnow needs
 connector 4.x, while the client under test may be 5.x). It dies with its launcher: it
 exits when its standard input closes, and ``atexit`` stops any still running.
 
-Over 400 lines because it is one thing: ``LocalSnowflake``, whose inspection and fault
+Over 450 lines because it is one thing: ``LocalSnowflake``, whose inspection and fault
 methods are thin, documented calls of the server's admin API (``_admin``).
 """
 
