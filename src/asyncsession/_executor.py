@@ -31,7 +31,7 @@ core's calls in ``_native``, 4.x's loop-side requests in ``_loop_rest``, status 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
@@ -398,16 +398,7 @@ class QueryRunner:
         rest = self.loop_rest()
         if rest is None:
             return None
-        query.awaited = True
-        try:
-            with anyio.CancelScope() as query.release:
-                return await rest.result(connection, query_id)
-            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
-        except anyio.get_cancelled_exc_class():
-            await self.registry.abort(query, "cancelled", by_awaiter=True)
-            raise
-        finally:
-            query.awaited = False
+        return await self._as_awaiter(query, lambda: rest.result(connection, query_id))
 
     def _load_result(self, cursor: Any, query_id: str, reply: Reply | None) -> None:
         """In a worker: a reply fetched on the loop loaded, else the connector's fetch."""
@@ -428,22 +419,14 @@ class QueryRunner:
         load it into a cursor and ``consume`` it in a worker; abort it if cancelled."""
         connection, query_id = self._connection(), query.query_id
         assert query_id is not None
-        query.awaited = True
-        reply: Any = None
         try:
-            with anyio.CancelScope() as query.release:
-                reply = await self._native_reply(query, core, connection, query_id)
-            if reply is None:  # released: the abort was not confirmed in time
-                raise QueryCancelledError(query_id, query.cancel_reason or "released")
-        except anyio.get_cancelled_exc_class():
-            await self.registry.abort(query, "cancelled", by_awaiter=True)
-            raise
+            reply = await self._as_awaiter(
+                query, lambda: self._native_reply(query, core, connection, query_id)
+            )
         except QueryCancelledError:
             raise
         except Error as e:
             raise self.translate(query, e, operation) from e
-        finally:
-            query.awaited = False
 
         def load() -> T:
             return _on_cursor(
@@ -478,18 +461,25 @@ class QueryRunner:
 
     async def wait(self, query: RunningQuery, operation: str) -> str:
         """Wait (no thread held) until a submitted query ends; abort it if cancelled."""
-        query.awaited = True
         try:
-            with anyio.CancelScope() as query.release:
-                return await self.poller.wait(query)
-            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
-        except anyio.get_cancelled_exc_class():
-            await self.registry.abort(query, "cancelled", by_awaiter=True)
-            raise
+            return await self._as_awaiter(query, lambda: self.poller.wait(query))
         except QueryCancelledError:
             raise
         except Error as e:
             raise self.translate(query, e, operation) from e
+
+    async def _as_awaiter(self, query: RunningQuery, wait: Callable[[], Awaitable[T]]) -> T:
+        """Await ``wait()`` as the query's awaiter (no thread held): an aborter waits for
+        it to end, a release (an abort not confirmed in time) ends it with
+        ``QueryCancelledError``, and a cancelled awaiter aborts the query, then re-raises."""
+        query.awaited = True
+        try:
+            with anyio.CancelScope() as query.release:
+                return await wait()
+            raise QueryCancelledError(query.query_id, query.cancel_reason or "released")
+        except anyio.get_cancelled_exc_class():
+            await self.registry.abort(query, "cancelled", by_awaiter=True)
+            raise
         finally:
             query.awaited = False
 
